@@ -1,0 +1,80 @@
+"""Op and OpGraph: the analytic cost of one step, op by op.
+
+An Op is one kernel-sized piece of work. Ops of the same layer type are built once and carry
+``count`` (the number of layers of that type), so a 126-layer model costs no more to analyse
+than a 2-layer one. Every figure on an Op is *per instance*; multiply by ``count`` for the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+KINDS = ("gemm", "attention", "norm", "elementwise", "softmax", "embedding", "comm")
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str  # stable across runs: the join key for measured points ("attn.q_proj")
+    kind: str  # one of KINDS
+    layer: int | None  # first layer index of the group this op stands for; None outside layers
+    count: int  # instances in one step (layers of this type)
+    flops: float  # 2 per multiply-add
+    weight_bytes: float = 0.0
+    act_in_bytes: float = 0.0
+    act_out_bytes: float = 0.0
+    kv_read_bytes: float = 0.0
+    kv_write_bytes: float = 0.0
+    dtype: str = "bf16"  # compute dtype (for weight-only quant: the activation dtype)
+    unit: str = "tensor"  # "tensor" | "vector" | "link"
+    shape: Mapping[str, int] | None = None  # gemm {m,n,k[,groups]}, attention {...}, ...
+    dequant_flops: float = 0.0  # weight-only dequantization work, run on the vector unit
+    comm: str | None = None  # all_reduce | all_gather | all_to_all | p2p (kind == "comm")
+    comm_bytes: float = 0.0  # message size per rank (the nccl-tests "size")
+    ranks: int = 1  # group size of the collective
+
+    @property
+    def bytes_read(self) -> float:
+        return self.weight_bytes + self.act_in_bytes + self.kv_read_bytes
+
+    @property
+    def bytes_written(self) -> float:
+        return self.act_out_bytes + self.kv_write_bytes
+
+    @property
+    def bytes(self) -> float:
+        """HBM traffic of one instance (comm ops move their data over a link instead)."""
+        return self.weight_bytes + self.act_in_bytes + self.kv_read_bytes + \
+            self.act_out_bytes + self.kv_write_bytes
+
+    @property
+    def intensity(self) -> float:
+        b = self.bytes
+        return self.flops / b if b else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OpGraph:
+    """All ops of one step on one GPU (the busiest rank), in execution order."""
+
+    ops: tuple[Op, ...]
+    # PP: the ops of the busiest stage are a subset; stage_layers[i] = layers held by stage i
+    stage_layers: tuple[int, ...] = ()
+
+    def __iter__(self):
+        return iter(self.ops)
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def by_name(self, name: str) -> Op:
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(name)
+
+    def total_flops(self) -> float:
+        return sum(op.flops * op.count for op in self.ops)
+
+    def total_bytes(self) -> float:
+        return sum(op.bytes * op.count for op in self.ops)

@@ -1,0 +1,1 @@
+"""Specs: hardware and interconnect (TOML), models (HF config.json), scenarios."""
