@@ -58,8 +58,9 @@ class OpGraph:
     """All ops of one step on one GPU (the busiest rank), in execution order."""
 
     ops: tuple[Op, ...]
-    # PP: the ops of the busiest stage are a subset; stage_layers[i] = layers held by stage i
-    stage_layers: tuple[int, ...] = ()
+    stage_layers: tuple[int, ...] = ()  # PP: number of layers held by each stage
+    # the layer indices each op stands for (None for ops outside the layers)
+    op_layers: tuple[frozenset[int] | None, ...] = ()
 
     def __iter__(self):
         return iter(self.ops)

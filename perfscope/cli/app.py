@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from perfscope.cli.analyze import analyze_cmd
+from perfscope.cli.specs import hw_app, models_app
+
 app = typer.Typer(
     name="perfscope",
     help="Roofline performance analysis and profiling for transformer LLM inference.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+app.command("analyze")(analyze_cmd)
+app.add_typer(hw_app, name="hw")
+app.add_typer(models_app, name="models")

@@ -1,0 +1,175 @@
+"""analyze(): model + hardware + scenario -> op graph, roofline points, totals, memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from perfscope.analytic.common import Ctx
+from perfscope.analytic.memory import MemoryReport, memory
+from perfscope.analytic.ops import OpGraph
+from perfscope.analytic.transformer import build_graph
+from perfscope.errors import InputError
+from perfscope.roofline import RooflinePoint, roofline
+from perfscope.specs.hardware import HardwareSpec
+from perfscope.specs.model import ModelSpec
+from perfscope.specs.scenario import Precision, Scenario, resolve_precision
+
+SCHEMA = "perfscope.analysis/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Per GPU (busiest pipeline stage) FLOPs and bytes; ``time_s`` is the step's wall time
+    for the whole group (PP: the sum over stages plus transfers)."""
+
+    flops: float
+    bytes: float
+    time_s: float
+    bound: str
+    flops_by_kind: Mapping[str, float]
+    bytes_by_kind: Mapping[str, float]
+    time_by_kind: Mapping[str, float]
+    mfu: float  # achieved / dense tensor peak of the compute dtype, at the predicted time
+    mbu: float  # HBM bytes / (time x spec bandwidth)
+    tokens_per_s: float  # new tokens of the whole batch per second of this step
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    model: ModelSpec
+    hw: HardwareSpec
+    scenario: Scenario
+    precision: Precision
+    graph: OpGraph
+    points: tuple[RooflinePoint, ...]
+    totals: Totals
+    memory: MemoryReport
+
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self)
+
+    def to_frame(self):
+        """One row per op (pandas), columns carry units."""
+        import pandas as pd
+
+        return pd.DataFrame([_op_row(p) for p in self.points])
+
+
+def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
+    """Analyse one step of ``model`` on ``hw``. Pure: same inputs, same result."""
+    s = scenario.validate()
+    if s.phase == "prefill" and s.context_len:
+        raise InputError("--context-len applies to decode and chunked_prefill; prefill starts "
+                         "from an empty cache (use --phase chunked_prefill)")
+    if s.tokens_after > model.max_position:
+        raise InputError(f"--seq-len/--context-len: {s.tokens_after} tokens exceed the "
+                         f"{model.max_position}-token context of {model.name} "
+                         "(max_position_embeddings); shorten them")
+    prec = resolve_precision(s, hw.has_dtype)
+    graph, ctx = build_graph(model, s, prec)
+    points = roofline(graph, hw, s.ceiling)
+    mem = memory(ctx, graph, hw.memory_bytes, s.memory_reserve)
+    totals = _totals(ctx, graph, points, hw)
+    return Analysis(model, hw, s, prec, graph, points, totals, mem)
+
+
+def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
+            hw: HardwareSpec) -> Totals:
+    fk: dict[str, float] = {}
+    bk: dict[str, float] = {}
+    tk: dict[str, float] = {}
+    tb: dict[str, float] = {}
+    time = 0.0
+    for p in points:
+        op, n = p.op, p.op.count
+        t = p.time_s * n
+        time += t
+        fk[op.kind] = fk.get(op.kind, 0.0) + op.flops * n
+        bk[op.kind] = bk.get(op.kind, 0.0) + op.bytes * n
+        tk[op.kind] = tk.get(op.kind, 0.0) + t
+        tb[p.bound] = tb.get(p.bound, 0.0) + t
+    flops, nbytes = sum(fk.values()), sum(bk.values())
+    if c.sh.pp > 1:
+        flops, nbytes = _busiest_stage(c, graph, points)
+    peak = hw.tensor_flops(c.p.compute)[0]
+    bw = hw.memory_bandwidth_bytes_s
+    return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
+                  mfu=flops / (time * peak) if time else 0.0,
+                  mbu=nbytes / (time * bw) if time else 0.0,
+                  tokens_per_s=c.N / time if time else 0.0)
+
+
+def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[float, float]:
+    stages = c.sh.stages
+    best = (0.0, 0.0, -1.0)
+    n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
+    for si, stage in enumerate(stages):
+        f = b = t = 0.0
+        rs = set(stage)
+        for i, (p, ls) in enumerate(zip(points, graph.op_layers, strict=True)):
+            op = p.op
+            if op.name == "pp.send":
+                continue
+            if ls is None:
+                n = 1 if (si == 0 and i < n_head) or (si == len(stages) - 1 and i > n_head) \
+                    else 0
+            else:
+                n = len(ls & rs)
+            f += op.flops * n
+            b += op.bytes * n
+            t += p.time_s * n
+        if t > best[2]:
+            best = (f, b, t)
+    return best[0], best[1]
+
+
+# ---- the public JSON contract ----------------------------------------------------------
+
+def _op_row(p: RooflinePoint) -> dict[str, Any]:
+    op = p.op
+    return {
+        "name": op.name, "kind": op.kind, "layer": op.layer, "count": op.count,
+        "flops": op.flops, "bytes_read": op.bytes_read, "bytes_written": op.bytes_written,
+        "intensity": p.intensity, "attainable_flops_per_s": p.attainable_flops_per_s,
+        "time_s": p.time_s, "bound": p.bound,
+        # beyond the contract: totals over `count`, what moves, where the ceiling came from
+        "total_flops": op.flops * op.count, "total_time_s": p.time_s * op.count,
+        "weight_bytes": op.weight_bytes, "act_in_bytes": op.act_in_bytes,
+        "act_out_bytes": op.act_out_bytes, "kv_read_bytes": op.kv_read_bytes,
+        "kv_write_bytes": op.kv_write_bytes, "link_bytes": op.comm_bytes,
+        "dequant_flops": op.dequant_flops, "dtype": op.dtype, "unit": op.unit,
+        "ceiling": p.ceiling, "shape": dict(op.shape or {}),
+    }
+
+
+def to_json(a: Analysis) -> dict[str, Any]:
+    s, m, hw, t, mem = a.scenario, a.model, a.hw, a.totals, a.memory
+    return {
+        "schema": SCHEMA,
+        "model": {"name": m.name, "params": m.params, "active_params": m.active_params,
+                  "model_type": m.model_type, "layers": m.n_layers},
+        "hardware": {"name": hw.name, "display_name": hw.display_name,
+                     "memory_bytes": hw.memory_bytes,
+                     "memory_bandwidth_bytes_s": hw.memory_bandwidth(s.ceiling)[0],
+                     "peak_flops_per_s": hw.tensor_flops(a.precision.compute, s.ceiling)[0],
+                     "gpu_link": hw.gpu_link.name if hw.gpu_link else None},
+        "scenario": {"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
+                     "context_len": s.cached_before if s.phase != "prefill" else 0,
+                     "tp": s.tp, "pp": s.pp, "ep": s.ep,
+                     "weight_dtype": str(a.precision.weight), "act_dtype": a.precision.act,
+                     "kv_dtype": a.precision.kv, "attention": s.attention,
+                     "fused_norm": s.fused_norm, "ceiling": s.ceiling,
+                     "kv_tokens_per_seq": s.tokens_after},
+        "totals": {"flops": t.flops, "bytes": t.bytes, "time_s": t.time_s, "bound": t.bound,
+                   "flops_by_kind": dict(t.flops_by_kind), "bytes_by_kind": dict(t.bytes_by_kind),
+                   "time_by_kind": dict(t.time_by_kind), "mfu": t.mfu, "mbu": t.mbu,
+                   "tokens_per_s": t.tokens_per_s},
+        "memory": {"weights_bytes": mem.weights_bytes, "kv_cache_bytes": mem.kv_cache_bytes,
+                   "activation_peak_bytes": mem.activation_peak_bytes,
+                   "total_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
+                   "reserve_fraction": mem.reserve_fraction, "usable_bytes": mem.usable_bytes,
+                   "fits": mem.fits, "max_batch": mem.max_batch},
+        "ops": [_op_row(p) for p in a.points],
+    }

@@ -1,0 +1,151 @@
+"""Attention sub-layer: projections, rotary, the attention itself (flash or unfused), output.
+
+Conventions (per TP rank, B sequences, T new tokens each, C0 cached before the step):
+- Query token i (0-based) of a sequence attends to min(C0 + i + 1, W) keys (causal, window W).
+- Flash attention computes only the unmasked causal part and keeps scores on chip; K and V are
+  read once per KV head (GQA shares them across the query heads of the group).
+- The unfused (eager) path computes the full T x (C0 + T) score matrix, writes it to HBM,
+  softmaxes it in a separate pass and reads it back for P @ V.
+- Decode reads the cache once (the new token included) and writes only the new token's K/V.
+- MLA: prefill up-projects the latent to per-head K/V (kv_b_proj) and runs ordinary attention;
+  decode absorbs W_UK into the query and W_UV into the output (DeepSeek/vLLM), so attention runs
+  over the cached latent (kv_lora_rank) plus the shared rotary key, like MQA.
+"""
+
+from __future__ import annotations
+
+from perfscope.analytic.common import Ctx, elementwise, gemm, norm
+from perfscope.analytic.ops import Op
+from perfscope.analytic.parallel import all_reduce
+
+SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide (plus the mask add on the unfused path)
+
+
+def attended_keys(T: int, C0: int, W: int | None) -> float:
+    """Sum over the T new tokens of the keys each attends to: sum_{j=C0+1}^{C0+T} min(j, W)."""
+    a, b = C0 + 1, C0 + T
+    if W is None or b <= W:
+        return (a + b) * T / 2
+    if a >= W:
+        return float(W * T)
+    return (a + W) * (W - a + 1) / 2 + (b - W) * W
+
+
+def cached_tokens(tokens: int, W: int | None) -> int:
+    """Tokens a sequence keeps in a layer's cache: a sliding window keeps the last W."""
+    return tokens if W is None else min(tokens, W)
+
+
+def attention_ops(c: Ctx, layer: int, window: int | None) -> list[Op]:
+    if c.m.mla is not None:
+        return _mla_ops(c, layer, window)
+    m, sh = c.m, c.sh
+    H, KV, d, h, N = sh.heads, sh.kv_heads, m.head_dim, m.hidden, c.N
+    ops = [gemm(c, "attn.qkv_proj", N, (H + 2 * KV) * d, h, layer, bias=m.qkv_bias)]
+    if m.qk_norm:
+        ops.append(norm(c, "attn.qk_norm", N, (H + KV) * d, layer))
+    if m.positional == "rope" and m.rotary_dim:
+        ops.append(_rotary(c, N, (H + KV) * m.rotary_dim, m.rotary_dim, layer))
+    ops += _core(c, layer, window, H, KV, d, d, kv_elems=2 * KV * d, kv_from_act_elems=2 * KV * d)
+    ops.append(gemm(c, "attn.o_proj", N, h, H * d, layer, bias=m.o_bias))
+    if sh.tp > 1:
+        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, 1, layer))
+    return ops
+
+
+def _rotary(c: Ctx, tokens: float, width: int, rot: int, layer: int) -> Op:
+    # out = x * cos + rotate_half(x) * sin: 2 multiplies + 1 add per element, in place on q/k,
+    # plus the cos/sin rows of each token
+    return elementwise(c, "attn.rotary", tokens, width, layer, flops_per=3, n_in=1, n_out=1,
+                       extra_read=tokens * rot * c.ab)
+
+
+def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int, *,
+          kv_elems: int, kv_from_act_elems: int, write_elems: int | None = None) -> list[Op]:
+    """The attention itself. ``kv_elems``: cached elements per token (per rank) that decode
+    reads; ``kv_from_act_elems``: K/V elements per token read from activations in prefill."""
+    B, T, C0, N = c.B, c.T, c.C0, c.N
+    keys = attended_keys(T, C0, W)
+    kv_new = N * (write_elems if write_elems is not None else kv_elems) * c.kvb
+    q_bytes = N * H * dqk * c.ab
+    out_bytes = N * H * dv * c.ab
+    if C0 == 0:  # prefill: K/V of the prompt come straight from the projections
+        kv_read, kv_act = 0.0, B * T * kv_from_act_elems * c.ab
+    else:  # decode / chunked prefill: the whole (window-capped) cache, new tokens included
+        kv_read, kv_act = B * cached_tokens(C0 + T, W) * kv_elems * c.kvb, 0.0
+    shape = {"batch": B, "q_len": T, "kv_len": cached_tokens(C0 + T, W), "heads": H,
+             "kv_heads": KV, "head_dim_qk": dqk, "head_dim_v": dv, "causal": 1,
+             "window": W or 0}
+    if c.s.attention == "flash":
+        flops = 2.0 * B * H * keys * (dqk + dv)  # QK^T and PV over the unmasked keys only
+        return [Op("attn.core", "attention", layer, 1, flops, act_in_bytes=q_bytes + kv_act,
+                   act_out_bytes=out_bytes, kv_read_bytes=kv_read, kv_write_bytes=kv_new,
+                   dtype=c.store, unit="tensor", shape=shape)]
+    # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
+    K = shape["kv_len"] if C0 else C0 + T
+    scores = B * H * T * K
+    half_kv_read, half_kv_act = kv_read * dqk / (dqk + dv), kv_act * dqk / (dqk + dv)
+    return [
+        Op("attn.score", "attention", layer, 1, 2.0 * scores * dqk,
+           act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * c.ab,
+           kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store, unit="tensor",
+           shape=shape),
+        Op("attn.softmax", "softmax", layer, 1, scores * (SOFTMAX_FLOPS + 1),
+           act_in_bytes=scores * c.ab, act_out_bytes=scores * c.ab, dtype=c.store,
+           unit="vector", shape={"tokens": B * H * T, "width": K}),
+        Op("attn.value", "attention", layer, 1, 2.0 * scores * dv,
+           act_in_bytes=scores * c.ab + kv_act - half_kv_act, act_out_bytes=out_bytes,
+           kv_read_bytes=kv_read - half_kv_read, dtype=c.store, unit="tensor", shape=shape),
+    ]
+
+
+def _mla_ops(c: Ctx, layer: int, W: int | None) -> list[Op]:
+    m, sh = c.m, c.sh
+    a = m.mla
+    assert a is not None
+    H, h, N = sh.heads, m.hidden, c.N
+    absorb = c.s.mla_absorb if c.s.mla_absorb is not None else c.s.phase == "decode"
+    latent = a.kv_lora_rank + a.qk_rope_head_dim
+    ops: list[Op] = []
+    if a.q_lora_rank:
+        # q_a / kv_a are replicated on every TP rank (vLLM ReplicatedLinear)
+        ops += [gemm(c, "attn.q_a_proj", N, a.q_lora_rank, h, layer),
+                norm(c, "attn.q_a_norm", N, a.q_lora_rank, layer),
+                gemm(c, "attn.q_b_proj", N, H * a.qk_head_dim, a.q_lora_rank, layer)]
+    else:
+        ops.append(gemm(c, "attn.q_proj", N, H * a.qk_head_dim, h, layer))
+    ops += [gemm(c, "attn.kv_a_proj", N, latent, h, layer),
+            norm(c, "attn.kv_a_norm", N, a.kv_lora_rank, layer),
+            _rotary(c, N, (H + 1) * a.qk_rope_head_dim, a.qk_rope_head_dim, layer)]
+    if absorb:
+        # q_nope (H x 128) -> latent (H x 512) per head, then attention over the latent
+        ops.append(gemm(c, "attn.q_absorb", N, a.kv_lora_rank, a.qk_nope_head_dim, layer,
+                        groups=H, tokens=N * H))
+        ops += _core(c, layer, W, H, 1, latent, a.kv_lora_rank, kv_elems=latent,
+                     kv_from_act_elems=latent)
+        ops.append(gemm(c, "attn.v_up", N, a.v_head_dim, a.kv_lora_rank, layer, groups=H,
+                        tokens=N * H))
+    else:
+        # up-project every attended token's latent (the cached context too in chunked prefill)
+        rows = c.B * (c.C0 + c.T)
+        ops.append(gemm(c, "attn.kv_b_proj", rows, H * (a.qk_nope_head_dim + a.v_head_dim),
+                        a.kv_lora_rank, layer))
+        kv_act = H * (a.qk_head_dim + a.v_head_dim)
+        core = _core(c, layer, W, H, H, a.qk_head_dim, a.v_head_dim, kv_elems=latent,
+                     kv_from_act_elems=kv_act)
+        if c.C0:  # K/V come from the up-projection, not the cache: re-price the reads
+            core = [_from_act(op, c, rows * kv_act * c.ab, rows * latent * c.kvb) for op in core]
+        ops += core
+    ops.append(gemm(c, "attn.o_proj", N, h, H * a.v_head_dim, layer))
+    if sh.tp > 1:
+        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, 1, layer))
+    return ops
+
+
+def _from_act(op: Op, c: Ctx, act_bytes: float, cache_bytes: float) -> Op:
+    from dataclasses import replace
+
+    if op.kind != "attention" or not op.kv_read_bytes:
+        return op
+    frac = op.kv_read_bytes / cache_bytes if cache_bytes else 0.0
+    return replace(op, kv_read_bytes=0.0, act_in_bytes=op.act_in_bytes + act_bytes * frac)

@@ -1,0 +1,100 @@
+"""Shared per-step context and the generic op builders (GEMM, norm, elementwise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perfscope.analytic.ops import Op
+from perfscope.analytic.parallel import Shard
+from perfscope.specs.model import ModelSpec
+from perfscope.specs.scenario import Precision, Scenario
+from perfscope.units import DTYPE_BITS, QuantFormat
+
+# FLOPs per element of each activation (exp/tanh/erf counted as one op, as most analysers do):
+# silu x*sigmoid(x) = neg, exp, add, div -> 4; relu 1; gelu(erf) x*0.5*(1+erf(x/sqrt2)) -> 5;
+# tanh-gelu 0.5x(1+tanh(c(x+0.044715x^3))) -> 8. A gated MLP adds 1 multiply by the up branch.
+ACT_FLOPS = {"silu": 4, "swish": 4, "relu": 1, "gelu": 5, "gelu_new": 8, "gelu_fast": 8,
+             "gelu_pytorch_tanh": 8, "gelu_tanh": 8, "quick_gelu": 4}
+RMSNORM_FLOPS = 4  # x^2, sum, x * rsqrt(mean), * weight
+LAYERNORM_FLOPS = 7  # mean, subtract, square, sum, * rstd, * weight, + bias
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    m: ModelSpec
+    s: Scenario
+    p: Precision
+    sh: Shard
+    B: int  # sequences
+    T: int  # new tokens per sequence
+    C0: int  # tokens cached per sequence before the step
+    N: int  # tokens in the step (B * T)
+    ab: float  # bytes of a stored activation element (bf16/fp16: 2, fp32: 4)
+    gb: float  # bytes of a GEMM input activation element (1 for W8A8 / fp8)
+    kvb: float  # bytes of a cached K/V element
+    store: str  # dtype of activations between GEMMs
+    wfmt: QuantFormat  # linear-layer weights
+    hfmt: QuantFormat  # embeddings, LM head, router, norms (kept at 16 bits)
+
+
+def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
+    store = "fp32" if p.act in ("fp32", "tf32") else (p.act if p.act in ("bf16", "fp16")
+                                                      else ("fp16" if p.weight.dtype == "fp16"
+                                                            else "bf16"))
+    if p.act in ("fp8", "int8") and p.kv in ("bf16", "fp16"):
+        store = p.kv
+    ab = DTYPE_BITS[store] / 8
+    hdt = store if p.weight.dtype not in ("fp32",) else "fp32"
+    return Ctx(m, s, p, sh, B=s.batch, T=s.new_tokens, C0=s.cached_before,
+               N=s.batch * s.new_tokens, ab=ab, gb=DTYPE_BITS[p.act] / 8,
+               kvb=DTYPE_BITS[p.kv] / 8, store=store, wfmt=p.weight, hfmt=QuantFormat(hdt))
+
+
+def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *,
+         bias: bool = False, groups: float = 1, weights: QuantFormat | None = None,
+         tokens: float | None = None, out_bytes: float | None = None) -> Op:
+    """Y[m, n] = X[m, k] @ W[n, k]^T (+ b), ``groups`` times (one per expert).
+
+    FLOPs 2mnk per group (+ mn for the bias). Bytes: W once per group, X in and Y out.
+    ``tokens`` overrides the total rows (experts: assignments spread over the groups).
+    """
+    w = weights or c.wfmt
+    rows = tokens if tokens is not None else m * groups
+    flops = 2.0 * rows * n * k + (rows * n if bias else 0.0)
+    wbytes = groups * (w.bytes_for(n, k) + (n * c.ab if bias else 0.0))
+    in_b = c.gb if w is c.wfmt else c.ab
+    deq = 2.0 * groups * n * k if (w.quantized and w.dtype != c.p.compute) else 0.0
+    shape = {"m": max(1, round(m)), "n": n, "k": k}
+    if groups != 1:
+        shape["groups"] = max(1, round(groups))
+    return Op(name, "gemm", layer, 1, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
+              act_out_bytes=rows * n * (out_bytes if out_bytes is not None else c.ab),
+              dtype=c.p.compute if w is c.wfmt else c.store, unit="tensor", shape=shape,
+              dequant_flops=deq)
+
+
+def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
+         fused_add: bool = False) -> Op:
+    """RMSNorm/LayerNorm over ``tokens x width``; ``fused_add`` also adds the residual in
+    the same pass (reads x and residual, writes the normed x and the new residual)."""
+    per = LAYERNORM_FLOPS if c.m.norm == "layernorm" else RMSNORM_FLOPS
+    e = tokens * width
+    nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
+    n_in, n_out = (2, 2) if fused_add else (1, 1)
+    return Op(name, "norm", layer, 1, flops=e * (per + (1 if fused_add else 0)),
+              weight_bytes=nw, act_in_bytes=n_in * e * c.ab, act_out_bytes=n_out * e * c.ab,
+              dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
+
+
+def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
+                flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
+                extra_read: float = 0.0) -> Op:
+    e = tokens * width
+    return Op(name, kind, layer, 1, flops=e * flops_per, act_in_bytes=n_in * e * c.ab + extra_read,
+              act_out_bytes=n_out * e * c.ab, dtype=c.store, unit="vector",
+              shape={"tokens": int(tokens), "width": width})
+
+
+def residual(c: Ctx, name: str, layer: int | None) -> Op:
+    """x + y: one add per element, read two tensors, write one."""
+    return elementwise(c, name, c.N, c.m.hidden, layer, flops_per=1, n_in=2)

@@ -1,0 +1,115 @@
+"""How TP / PP / EP split a model over GPUs, and the communication ops that follow.
+
+TP shards attention heads and MLP columns Megatron-style; when TP exceeds the KV heads, each
+rank keeps one KV head (replicated, as vLLM does). MLA's latent cache is shared by all heads,
+so every TP rank holds all of it. EP spreads experts over the TP ranks of a stage (ep divides
+tp); each expert is then split over tp/ep ranks. PP cuts the layers into contiguous stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perfscope.analytic.ops import Op
+from perfscope.errors import InputError
+from perfscope.specs.model import ModelSpec
+from perfscope.specs.scenario import Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    tp: int
+    pp: int
+    ep: int
+    heads: int  # attention (query) heads per rank
+    kv_heads: int  # KV heads per rank
+    intermediate: int  # dense MLP width per rank
+    expert_intermediate: int  # one expert's width per rank
+    experts: int  # experts held per rank
+    shared_intermediate: int
+    vocab: int  # vocab rows per rank (embedding and LM head)
+    stages: tuple[range, ...]  # layer ranges of the PP stages
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0 and d <= 64)
+
+
+def shard(m: ModelSpec, s: Scenario) -> Shard:
+    tp, pp, ep = s.tp, s.pp, s.ep
+    if m.n_heads % tp:
+        raise InputError(f"--tp {tp} does not divide the {m.n_heads} attention heads of "
+                         f"{m.name}; use one of {_divisors(m.n_heads)}")
+    if m.n_kv_heads % tp and tp % m.n_kv_heads:
+        raise InputError(f"--tp {tp} and the {m.n_kv_heads} KV heads of {m.name} do not "
+                         "divide one another; pick a TP degree that does")
+    if m.intermediate % tp:
+        raise InputError(f"--tp {tp} does not divide the MLP width {m.intermediate} of {m.name}")
+    if pp > m.n_layers:
+        raise InputError(f"--pp {pp} exceeds the {m.n_layers} layers of {m.name}")
+    e_i = shared_i = experts = 0
+    if m.moe is None:
+        if ep != 1:
+            raise InputError(f"--ep {ep}: {m.name} has no experts; drop --ep")
+    else:
+        if tp % ep:
+            raise InputError(f"--ep {ep} must divide --tp {tp}: experts are spread over the "
+                             "tensor-parallel ranks of a stage")
+        if m.moe.n_experts % ep:
+            raise InputError(f"--ep {ep} does not divide the {m.moe.n_experts} experts of "
+                             f"{m.name}")
+        split = tp // ep
+        if m.moe.expert_intermediate % split:
+            raise InputError(f"--tp {tp} / --ep {ep} = {split} does not divide the expert "
+                             f"width {m.moe.expert_intermediate}; raise --ep")
+        e_i = m.moe.expert_intermediate // split
+        experts = m.moe.n_experts // ep
+        shared_i = m.moe.shared_intermediate // tp if m.moe.shared_intermediate else 0
+    kv = max(1, m.n_kv_heads // tp)
+    # vLLM's get_pp_indices: even split, the remainder goes to the last stages
+    base, extra = divmod(m.n_layers, pp)
+    stages, start = [], 0
+    for i in range(pp):
+        n = base + (1 if i >= pp - extra else 0)
+        stages.append(range(start, start + n))
+        start += n
+    return Shard(tp, pp, ep, m.n_heads // tp, kv, m.intermediate // tp, e_i, experts, shared_i,
+                 -(-m.vocab // tp), tuple(stages))
+
+
+def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
+    """Ring all-reduce of ``msg_bytes`` per rank: each rank sends and receives 2(p-1)/p of it."""
+    return Op(name, "comm", layer, count, flops=0.0,
+              unit="link", comm="all_reduce", comm_bytes=msg_bytes, ranks=ranks,
+              shape={"bytes": int(msg_bytes), "ranks": ranks})
+
+
+def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
+    """Ring all-gather; ``msg_bytes`` is the gathered size: (p-1)/p of it crosses each link."""
+    return Op(name, "comm", layer, count, flops=0.0, unit="link", comm="all_gather",
+              comm_bytes=msg_bytes, ranks=ranks, shape={"bytes": int(msg_bytes), "ranks": ranks})
+
+
+def p2p(name: str, msg_bytes: float, count: int) -> Op:
+    return Op(name, "comm", None, count, flops=0.0, unit="link", comm="p2p",
+              comm_bytes=msg_bytes, ranks=2, shape={"bytes": int(msg_bytes), "ranks": 2})
+
+
+def link_bytes(op: Op) -> float:
+    """Bytes each rank puts on its link (nccl-tests 'bus' bytes)."""
+    p = op.ranks
+    if op.comm == "all_reduce":
+        return op.comm_bytes * 2 * (p - 1) / p
+    if op.comm in ("all_gather", "reduce_scatter", "all_to_all"):
+        return op.comm_bytes * (p - 1) / p
+    return op.comm_bytes
+
+
+def link_steps(op: Op) -> int:
+    """Latency-bound steps of the ring algorithm."""
+    p = op.ranks
+    if op.comm == "all_reduce":
+        return 2 * (p - 1)
+    if op.comm in ("all_gather", "reduce_scatter", "all_to_all"):
+        return p - 1
+    return 1

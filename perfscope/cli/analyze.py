@@ -1,0 +1,73 @@
+"""perfscope analyze: one step of a model on a device, op by op, on the roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in model name or config.json path.")]
+HwOpt = Annotated[str, typer.Option("--hw", help="Built-in device name or spec .toml path.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write to this file (atomically).")]
+
+
+def analyze_cmd(
+    model: ModelOpt = "llama-3.1-8b",
+    hw: HwOpt = "h100-sxm",
+    phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill")] = "prefill",
+    batch: Annotated[int, typer.Option(help="Sequences in the batch.")] = 1,
+    seq_len: Annotated[int, typer.Option(help="Prompt tokens (prefill) or new tokens of a "
+                                              "chunk; in decode the cached length when "
+                                              "--context-len is not given.")] = 2048,
+    context_len: Annotated[int | None, typer.Option(help="Tokens already cached (decode, "
+                                                         "chunked_prefill).")] = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides --tp).")] = 1,
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4")] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8")] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Quantization group (int4 default "
+                                                        "128).")] = None,
+    attention: Annotated[str, typer.Option(help="flash | unfused")] = "flash",
+    fused_norm: Annotated[bool, typer.Option("--fused-norm/--unfused-norm",
+                                             help="Residual add fused into the norm.")] = True,
+    mla_absorb: Annotated[str, typer.Option(help="MLA weight absorption: auto (decode only) "
+                                                 "| on | off")] = "auto",
+    ceiling: Annotated[str, typer.Option(help="spec | empirical")] = "spec",
+    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Per-op FLOPs, bytes, roofline time and memory for one prefill or decode step."""
+    from perfscope.analysis import analyze
+    from perfscope.errors import InputError
+    from perfscope.specs.loading import load_hw
+    from perfscope.specs.model import load_model
+    from perfscope.specs.scenario import Scenario
+
+    check_format(fmt)
+    absorb = {"auto": None, "on": True, "off": False}.get(mla_absorb, "bad")
+    if absorb == "bad":
+        raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
+    if context_len is None:
+        context_len = seq_len if phase == "decode" else 0
+    scenario = Scenario(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
+                        weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
+                        group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
+                        fused_norm=fused_norm, mla_absorb=absorb if absorb != "bad" else None,
+                        ceiling=ceiling, memory_reserve=reserve).validate()
+    result = analyze(load_model(model), load_hw(hw), scenario)
+    if fmt == "json":
+        emit(to_json_text(result.to_json()), output)
+    elif fmt == "csv":
+        emit(to_csv_text(result.to_json()["ops"]), output)
+    else:
+        from perfscope.report.tables import analysis_table
+
+        analysis_table(result, output)

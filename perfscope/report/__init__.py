@@ -1,0 +1,1 @@
+"""Rendering: rich tables, figures, HTML. Compute lives elsewhere."""
