@@ -242,6 +242,10 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
         gt = et.table("gemm")
         if gt is not None:
             for dt in gt.keys():
+                if dt not in peaks:  # typo or a dtype the device lacks: never silently ignored
+                    raise SpecError(file, f"empirical.gemm.{dt}",
+                                    f"no [peak.{dt}] table for this dtype",
+                                    "use a dtype the device has, spelled as in [peak]")
                 g = gt.table(dt)
                 assert g is not None
                 gemm[dt] = g.num("tflops") * TERA
