@@ -83,12 +83,16 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
     tb: dict[str, float] = {}
     time = 0.0
     for p in points:
-        op, n = p.op, p.op.count
+        op = p.op
+        n, kind = op.count, op.kind
         t = p.time_s * n
         time += t
-        fk[op.kind] = fk.get(op.kind, 0.0) + op.flops * n
-        bk[op.kind] = bk.get(op.kind, 0.0) + op.bytes * n
-        tk[op.kind] = tk.get(op.kind, 0.0) + t
+        if kind in fk:
+            fk[kind] += op.flops * n
+            bk[kind] += op.bytes * n
+            tk[kind] += t
+        else:
+            fk[kind], bk[kind], tk[kind] = op.flops * n, op.bytes * n, t
         tb[p.bound] = tb.get(p.bound, 0.0) + t
     flops, nbytes = sum(fk.values()), sum(bk.values())
     if c.sh.pp > 1:
@@ -107,7 +111,6 @@ def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[float, float]:
     n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
     for si, stage in enumerate(stages):
         f = b = t = 0.0
-        rs = set(stage)
         for i, (p, ls) in enumerate(zip(points, graph.op_layers, strict=True)):
             op = p.op
             if op.name == "pp.send":
@@ -116,7 +119,7 @@ def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[float, float]:
                 n = 1 if (si == 0 and i < n_head) or (si == len(stages) - 1 and i > n_head) \
                     else 0
             else:
-                n = len(ls & rs)
+                n = sum(1 for j in ls if j in stage)
             f += op.flops * n
             b += op.bytes * n
             t += p.time_s * n

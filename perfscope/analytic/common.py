@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from perfscope.analytic.ops import Op
 from perfscope.analytic.parallel import Shard
@@ -19,8 +19,7 @@ RMSNORM_FLOPS = 4  # x^2, sum, x * rsqrt(mean), * weight
 LAYERNORM_FLOPS = 7  # mean, subtract, square, sum, * rstd, * weight, + bias
 
 
-@dataclass(frozen=True, slots=True)
-class Ctx:
+class Ctx(NamedTuple):
     m: ModelSpec
     s: Scenario
     p: Precision
@@ -35,6 +34,7 @@ class Ctx:
     store: str  # dtype of activations between GEMMs
     wfmt: QuantFormat  # linear-layer weights
     hfmt: QuantFormat  # embeddings, LM head, router, norms (kept at 16 bits)
+    count: int = 1  # layers the ops being built stand for
 
 
 def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
@@ -67,7 +67,7 @@ def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *
     shape = {"m": max(1, round(m)), "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
-    return Op(name, "gemm", layer, 1, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
+    return Op(name, "gemm", layer, c.count, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
               act_out_bytes=rows * n * (out_bytes if out_bytes is not None else c.ab),
               dtype=c.p.compute if w is c.wfmt else c.store, unit="tensor", shape=shape,
               dequant_flops=deq)
@@ -81,7 +81,7 @@ def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
     e = tokens * width
     nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
     n_in, n_out = (2, 2) if fused_add else (1, 1)
-    return Op(name, "norm", layer, 1, flops=e * (per + (1 if fused_add else 0)),
+    return Op(name, "norm", layer, c.count, flops=e * (per + (1 if fused_add else 0)),
               weight_bytes=nw, act_in_bytes=n_in * e * c.ab, act_out_bytes=n_out * e * c.ab,
               dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
 
@@ -90,7 +90,7 @@ def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None,
                 flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
                 extra_read: float = 0.0) -> Op:
     e = tokens * width
-    return Op(name, kind, layer, 1, flops=e * flops_per, act_in_bytes=n_in * e * c.ab + extra_read,
+    return Op(name, kind, layer, c.count, flops=e * flops_per, act_in_bytes=n_in * e * c.ab + extra_read,
               act_out_bytes=n_out * e * c.ab, dtype=c.store, unit="vector",
               shape={"tokens": int(tokens), "width": width})
 

@@ -94,19 +94,16 @@ def kv_bytes_per_token(c: Ctx, layer: int) -> float:
 def memory(c: Ctx, graph: OpGraph, capacity: float, reserve: float) -> MemoryReport:
     m, sh = c.m, c.sh
     tokens = c.s.tokens_after
-    by_type: dict[bool, float] = {}
-
-    def lw(i: int) -> float:
-        t = m.is_moe_layer(i)
-        if t not in by_type:
-            by_type[t] = layer_weight_bytes(c, i)
-        return by_type[t]
-
+    per_layer = [(layer_weight_bytes(c, layers[0]),
+                  c.B * cached_tokens(tokens, win) * kv_bytes_per_token(c, layers[0]), layers)
+                 for (_, win), layers in m.layer_groups]
     best = None
     for si, stage in enumerate(sh.stages):
-        w = sum(lw(i) for i in stage)
-        kv = sum(c.B * cached_tokens(tokens, m.window(i)) * kv_bytes_per_token(c, i)
-                 for i in stage)
+        w = kv = 0.0
+        for lw, lkv, layers in per_layer:
+            n = len(layers) if sh.pp == 1 else sum(1 for i in layers if i in stage)
+            w += lw * n
+            kv += lkv * n
         hb = c.hfmt.bits / 8
         if si == 0:
             w += sh.vocab * m.hidden * hb + m.learned_pos_rows * m.hidden * hb

@@ -34,7 +34,7 @@ def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
            _act(c, f"{prefix}.act", N, I, layer),
            gemm(c, f"{prefix}.down_proj", N, m.hidden, I, layer, bias=m.mlp_bias)]
     if allreduce and c.sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * m.hidden * c.ab, c.sh.tp, 1, layer))
+        ops.append(all_reduce("tp.mlp_allreduce", N * m.hidden * c.ab, c.sh.tp, c.count, layer))
     return ops
 
 
@@ -66,5 +66,5 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
         if e.shared_expert_gate:
             ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, weights=c.hfmt))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * h * c.ab, sh.tp, 1, layer))
+        ops.append(all_reduce("tp.mlp_allreduce", N * h * c.ab, sh.tp, c.count, layer))
     return ops

@@ -8,7 +8,7 @@ tp); each expert is then split over tp/ep ranks. PP cuts the layers into contigu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from perfscope.analytic.ops import Op
 from perfscope.errors import InputError
@@ -16,8 +16,7 @@ from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Scenario
 
 
-@dataclass(frozen=True, slots=True)
-class Shard:
+class Shard(NamedTuple):
     tp: int
     pp: int
     ep: int

@@ -6,8 +6,6 @@ built once from their first layer and carry the number of such layers as ``count
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from perfscope.analytic.attention import attention_ops
 from perfscope.analytic.common import Ctx, elementwise, gemm, make_ctx, norm, residual
 from perfscope.analytic.moe import mlp_ops, moe_ops
@@ -71,22 +69,19 @@ def _same(a: Op, b: Op) -> bool:
 def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     """The ops of one step on one GPU, and the context they were built in."""
     c = make_ctx(m, s, p, shard(m, s))
-    # group layers by structure; key -> layers
-    groups: dict[tuple[bool, int | None], list[int]] = {}
-    for i in range(m.n_layers):
-        groups.setdefault((m.is_moe_layer(i), m.window(i)), []).append(i)
-    built = [(layers, layer_ops(c, layers[0])) for layers in groups.values()]
-
-    if len(built) == 1:
-        layers, ops = built[0]
-        merged = [replace(op, count=len(layers)) for op in ops]
-        layer_sets = [frozenset(layers)] * len(merged)
+    groups = m.layer_groups
+    if len(groups) == 1:
+        layers = groups[0][1]
+        merged = layer_ops(c._replace(count=len(layers)), layers[0])
+        layer_sets = [layers] * len(merged)
     else:
-        merged, layer_sets = _merge(built, groups)
+        built = [(layers, layer_ops(c._replace(count=len(layers)), layers[0]))
+                 for _, layers in groups]
+        merged, layer_sets = _merge(built, [k for k, _ in groups])
 
     head, tail = _head_ops(c), _tail_ops(c)
     ops_all = head + merged + tail
-    sets: list[frozenset[int] | None] = [None] * len(head) + list(layer_sets) + \
+    sets: list[tuple[int, ...] | None] = [None] * len(head) + list(layer_sets) + \
         [None] * len(tail)
     if s.pp > 1:
         ops_all.append(p2p("pp.send", c.N * m.hidden * c.ab, s.pp - 1))
@@ -96,8 +91,9 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     return graph, c
 
 
-def _merge(built, groups) -> tuple[list[Op], list[frozenset[int]]]:
-    keys = list(groups)
+def _merge(built, keys) -> tuple[list[Op], list[tuple[int, ...]]]:
+    """Ops identical across groups merge (counts add up); ops of the same name that differ
+    (sliding vs global attention) get the group's tag: ``attn.core@sliding``."""
     windows = {k[1] for k in keys}
     moes = {k[0] for k in keys}
 
@@ -113,16 +109,23 @@ def _merge(built, groups) -> tuple[list[Op], list[frozenset[int]]]:
     clash: set[str] = set()
     for _, ops in built:
         for op in ops:
-            if op.name in first and not _same(first[op.name], op):
+            f = first.setdefault(op.name, op)
+            if f is not op and not _same(f, op):
                 clash.add(op.name)
-            first.setdefault(op.name, op)
-    out: dict[str, tuple[Op, set[int]]] = {}
+    out: dict[str, list] = {}  # name -> [op, layers]
     for (layers, ops), key in zip(built, keys, strict=True):
         for op in ops:
-            name = f"{op.name}@{tag(key)}" if op.name in clash else op.name
-            if name in out:
-                out[name][1].update(layers)
+            if op.name in clash:
+                op = op._replace(name=f"{op.name}@{tag(key)}")
+            slot = out.get(op.name)
+            if slot is None:
+                out[op.name] = [op, layers]
             else:
-                out[name] = (replace(op, name=name), set(layers))
-    merged = [replace(op, count=len(ls), layer=min(ls)) for op, ls in out.values()]
-    return merged, [frozenset(ls) for _, ls in out.values()]
+                slot[1] = slot[1] + layers
+    merged, sets = [], []
+    for op, ls in out.values():
+        if len(ls) != op.count:
+            op = op._replace(count=len(ls), layer=min(ls))
+        merged.append(op)
+        sets.append(ls)
+    return merged, sets

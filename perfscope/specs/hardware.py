@@ -45,12 +45,13 @@ class LinkSpec:
     display_name: str
     kind: str
     bandwidth_bytes_s: float
-    latency_s: float
+    latency_s: float  # per ring step
     source: str
     # achieved all-reduce bus bandwidth (nccl-tests convention) on this link, when published
     empirical_busbw_bytes_s: float | None = None
     empirical_source: str | None = None
     file: str = ""
+    base_latency_s: float = 0.0  # once per collective (NCCL's baseLat)
 
     def bandwidth(self, ceiling: str = "spec") -> float:
         if ceiling == "empirical" and self.empirical_busbw_bytes_s:
@@ -66,6 +67,9 @@ class Empirical:
     gemm_sources: Mapping[str, str] = field(default_factory=dict)
     memory_bandwidth_bytes_s: float | None = None
     memory_source: str | None = None
+    # fixed time each kernel costs beyond its roofline time (launch gap, ramp-up, tail)
+    kernel_overhead_s: float | None = None
+    kernel_overhead_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,7 @@ def parse_link(data: Mapping, file: str) -> LinkSpec:
         empirical_busbw_bytes_s=busbw,
         empirical_source=esrc,
         file=file,
+        base_latency_s=(f.num("base_latency_us", None) or 0.0) * 1e-6,
     )
     f.get("bidirectional_gb_s", (int, float), None)  # informative only
     f.get("latency_source", str, None)
@@ -252,6 +257,12 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
                 gsrc[dt] = g.get("source", str)
                 g.done()
             gt.done()
+        ko = et.table("kernel_overhead")
+        ko_s = ko_src = None
+        if ko is not None:
+            ko_s = ko.num("us") * 1e-6
+            ko_src = ko.get("source", str)
+            ko.done()
         mt = et.table("memory")
         mbw = msrc2 = None
         if mt is not None:
@@ -260,7 +271,8 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
             mt.get("kind", str, None)
             mt.done()
         et.done()
-        empirical = Empirical(MappingProxyType(gemm), MappingProxyType(gsrc), mbw, msrc2)
+        empirical = Empirical(MappingProxyType(gemm), MappingProxyType(gsrc), mbw, msrc2,
+                              ko_s, ko_src)
 
     aliases = tuple(f.get("aliases", list, []))
     spec = HardwareSpec(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,16 @@ class ModelSpec:
     moe: MoESpec | None = None
     mla: MLASpec | None = None
     source: str = ""
+    # derived: layers grouped by structure, ((is_moe, window), (layer indices...)), in order
+    layer_groups: tuple[tuple[tuple[bool, int | None], tuple[int, ...]], ...] = field(
+        default=(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        groups: dict[tuple[bool, int | None], list[int]] = {}
+        for i in range(self.n_layers):
+            groups.setdefault((self.is_moe_layer(i), self.window(i)), []).append(i)
+        object.__setattr__(self, "layer_groups",
+                           tuple((k, tuple(v)) for k, v in groups.items()))
 
     # ---- layer structure ----------------------------------------------------------
     def is_moe_layer(self, i: int) -> bool:
@@ -138,9 +148,9 @@ class ModelSpec:
     def moe_params(self) -> int:
         assert self.moe is not None
         m = self.moe
+        # deepseek's e_score_correction_bias is a buffer in the reference implementation:
+        # stored in the checkpoint (memory counts it) but not a parameter
         p = self.hidden * m.n_experts + m.n_experts * self.expert_params()
-        if m.router_bias:
-            p += m.n_experts
         if m.shared_intermediate:
             p += self.mlp_params(m.shared_intermediate)
             if m.shared_expert_gate:
