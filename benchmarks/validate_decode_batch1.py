@@ -54,7 +54,8 @@ def main() -> None:
     recs = [r for r in json.loads(args.reference.read_text())
             if r["category"] == "3-llm-decode-batch1"]
     cases = [c for c in map(parse, recs) if c]
-    print(f"{'id':8} {'case':42} {'measured':>9} {'spec':>8} {'ratio':>6} {'empir.':>8} {'ratio':>6}")
+    print(f"{'id':8} {'case':42} {'measured':>9} {'spec':>8} {'ratio':>6} {'empir.':>8} "
+          f"{'ratio':>6}")
     ratios = []
     for c in cases:
         spec, emp = predict(c, "spec"), predict(c, "empirical")

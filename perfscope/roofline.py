@@ -57,7 +57,7 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
     fixed = kernel_overhead(hw, ceiling)
     peaks: dict[tuple[str, str], tuple[float, str]] = {}
     vec: dict[str, float] = {}
-    out = []
+    out: list[RooflinePoint] = []
     append = out.append
     for op in graph.ops:
         unit = op.unit

@@ -174,7 +174,7 @@ def test_mixtral_prefill_touches_all_experts():
     assert down.weight_bytes == pytest.approx(8 * 14336 * 4096 * BF16, rel=1e-9)
 
 
-# ---- parallelism ----------------------------------------------------------------------------------
+# ---- parallelism -------------------------------------------------------------------------------
 
 def test_tp_adds_two_allreduces_per_layer_timed_by_the_link():
     B, C, tp = 8, 1024, 4

@@ -49,7 +49,7 @@ def attention_ops(c: Ctx, layer: int, window: int | None) -> list[Op]:
     ops += _core(c, layer, window, H, KV, d, d, kv_elems=2 * KV * d, kv_from_act_elems=2 * KV * d)
     ops.append(gemm(c, "attn.o_proj", N, h, H * d, layer, bias=m.o_bias))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.count, layer))
+        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
     return ops
 
 
@@ -78,7 +78,7 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
              "window": W or 0}
     if c.s.attention == "flash":
         flops = 2.0 * B * H * keys * (dqk + dv)  # QK^T and PV over the unmasked keys only
-        return [Op("attn.core", "attention", layer, c.count, flops, act_in_bytes=q_bytes + kv_act,
+        return [Op("attn.core", "attention", layer, c.reps, flops, act_in_bytes=q_bytes + kv_act,
                    act_out_bytes=out_bytes, kv_read_bytes=kv_read, kv_write_bytes=kv_new,
                    dtype=c.store, unit="tensor", shape=shape)]
     # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
@@ -86,14 +86,14 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
     scores = B * H * T * K
     half_kv_read, half_kv_act = kv_read * dqk / (dqk + dv), kv_act * dqk / (dqk + dv)
     return [
-        Op("attn.score", "attention", layer, c.count, 2.0 * scores * dqk,
+        Op("attn.score", "attention", layer, c.reps, 2.0 * scores * dqk,
            act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * c.ab,
            kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store, unit="tensor",
            shape=shape),
-        Op("attn.softmax", "softmax", layer, c.count, scores * (SOFTMAX_FLOPS + 1),
+        Op("attn.softmax", "softmax", layer, c.reps, scores * (SOFTMAX_FLOPS + 1),
            act_in_bytes=scores * c.ab, act_out_bytes=scores * c.ab, dtype=c.store,
            unit="vector", shape={"tokens": B * H * T, "width": K}),
-        Op("attn.value", "attention", layer, c.count, 2.0 * scores * dv,
+        Op("attn.value", "attention", layer, c.reps, 2.0 * scores * dv,
            act_in_bytes=scores * c.ab + kv_act - half_kv_act, act_out_bytes=out_bytes,
            kv_read_bytes=kv_read - half_kv_read, dtype=c.store, unit="tensor", shape=shape),
     ]
@@ -138,7 +138,7 @@ def _mla_ops(c: Ctx, layer: int, W: int | None) -> list[Op]:
         ops += core
     ops.append(gemm(c, "attn.o_proj", N, h, H * a.v_head_dim, layer))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.count, layer))
+        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
     return ops
 
 

@@ -34,15 +34,16 @@ class Ctx(NamedTuple):
     store: str  # dtype of activations between GEMMs
     wfmt: QuantFormat  # linear-layer weights
     hfmt: QuantFormat  # embeddings, LM head, router, norms (kept at 16 bits)
-    count: int = 1  # layers the ops being built stand for
+    reps: int = 1  # layers the ops being built stand for (their Op.count)
 
 
 def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
-    store = "fp32" if p.act in ("fp32", "tf32") else (p.act if p.act in ("bf16", "fp16")
-                                                      else ("fp16" if p.weight.dtype == "fp16"
-                                                            else "bf16"))
-    if p.act in ("fp8", "int8") and p.kv in ("bf16", "fp16"):
-        store = p.kv
+    if p.act in ("fp32", "tf32"):
+        store = "fp32"
+    elif p.act in ("bf16", "fp16"):
+        store = p.act
+    else:  # W8A8: GEMM inputs are 8-bit, everything between GEMMs stays 16-bit
+        store = p.kv if p.kv in ("bf16", "fp16") else "bf16"
     ab = DTYPE_BITS[store] / 8
     hdt = store if p.weight.dtype not in ("fp32",) else "fp32"
     return Ctx(m, s, p, sh, B=s.batch, T=s.new_tokens, C0=s.cached_before,
@@ -67,7 +68,7 @@ def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *
     shape = {"m": max(1, round(m)), "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
-    return Op(name, "gemm", layer, c.count, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
+    return Op(name, "gemm", layer, c.reps, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
               act_out_bytes=rows * n * (out_bytes if out_bytes is not None else c.ab),
               dtype=c.p.compute if w is c.wfmt else c.store, unit="tensor", shape=shape,
               dequant_flops=deq)
@@ -81,7 +82,7 @@ def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
     e = tokens * width
     nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
     n_in, n_out = (2, 2) if fused_add else (1, 1)
-    return Op(name, "norm", layer, c.count, flops=e * (per + (1 if fused_add else 0)),
+    return Op(name, "norm", layer, c.reps, flops=e * (per + (1 if fused_add else 0)),
               weight_bytes=nw, act_in_bytes=n_in * e * c.ab, act_out_bytes=n_out * e * c.ab,
               dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
 
@@ -90,9 +91,9 @@ def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None,
                 flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
                 extra_read: float = 0.0) -> Op:
     e = tokens * width
-    return Op(name, kind, layer, c.count, flops=e * flops_per, act_in_bytes=n_in * e * c.ab + extra_read,
-              act_out_bytes=n_out * e * c.ab, dtype=c.store, unit="vector",
-              shape={"tokens": int(tokens), "width": width})
+    return Op(name, kind, layer, c.reps, flops=e * flops_per,
+              act_in_bytes=n_in * e * c.ab + extra_read, act_out_bytes=n_out * e * c.ab,
+              dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
 
 
 def residual(c: Ctx, name: str, layer: int | None) -> Op:

@@ -69,7 +69,7 @@ def layer_weight_bytes(c: Ctx, layer: int) -> float:
     if m.is_moe_layer(layer):
         e = m.moe
         assert e is not None
-        I = sh.expert_intermediate  # noqa: E741
+        I = sh.expert_intermediate
         total += e.n_experts * h * hb + (e.n_experts * hb if e.router_bias else 0.0)
         total += sh.experts * (_linear(w, n_in * I, h, m.mlp_bias, hb)
                                + _linear(w, h, I, m.mlp_bias, hb))
@@ -79,7 +79,7 @@ def layer_weight_bytes(c: Ctx, layer: int) -> float:
             if e.shared_expert_gate:
                 total += h * hb
     else:
-        I = sh.intermediate  # noqa: E741
+        I = sh.intermediate
         total += _linear(w, n_in * I, h, m.mlp_bias, hb) + _linear(w, h, I, m.mlp_bias, hb)
     return total
 

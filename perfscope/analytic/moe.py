@@ -26,7 +26,7 @@ def _act(c: Ctx, name: str, tokens: float, width: int, layer: int) -> Op:
 def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
             tokens: float | None = None, allreduce: bool = True) -> list[Op]:
     m = c.m
-    I = width if width is not None else c.sh.intermediate  # noqa: E741 (per-rank MLP width)
+    I = width if width is not None else c.sh.intermediate
     N = c.N if tokens is None else tokens
     up = 2 * I if m.gated_mlp else I
     ops = [gemm(c, f"{prefix}.gate_up_proj" if m.gated_mlp else f"{prefix}.up_proj", N, up,
@@ -34,7 +34,7 @@ def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
            _act(c, f"{prefix}.act", N, I, layer),
            gemm(c, f"{prefix}.down_proj", N, m.hidden, I, layer, bias=m.mlp_bias)]
     if allreduce and c.sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * m.hidden * c.ab, c.sh.tp, c.count, layer))
+        ops.append(all_reduce("tp.mlp_allreduce", N * m.hidden * c.ab, c.sh.tp, c.reps, layer))
     return ops
 
 
@@ -51,7 +51,7 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     # touched expert's weights are read once (expected distinct experts under uniform routing).
     assigned = N * k / sh.ep
     touched = expected_experts(E, k, N) / sh.ep
-    I = sh.expert_intermediate  # noqa: E741
+    I = sh.expert_intermediate
     up = 2 * I if m.gated_mlp else I
     per_expert = assigned / touched if touched else 0.0
     ops.append(gemm(c, "moe.experts_gate_up", per_expert, up, h, layer, groups=touched,
@@ -66,5 +66,5 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
         if e.shared_expert_gate:
             ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, weights=c.hfmt))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * h * c.ab, sh.tp, c.count, layer))
+        ops.append(all_reduce("tp.mlp_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
     return ops

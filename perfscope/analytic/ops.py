@@ -21,7 +21,7 @@ class Op(NamedTuple):
     name: str  # stable across runs: the join key for measured points ("attn.q_proj")
     kind: str  # one of KINDS
     layer: int | None  # first layer index of the group this op stands for; None outside layers
-    count: int  # instances in one step (layers of this type)
+    count: int  # type: ignore[assignment]  # instances in one step (shadows tuple.count)
     flops: float  # 2 per multiply-add
     weight_bytes: float = 0.0
     act_in_bytes: float = 0.0

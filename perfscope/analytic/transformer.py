@@ -72,10 +72,10 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     groups = m.layer_groups
     if len(groups) == 1:
         layers = groups[0][1]
-        merged = layer_ops(c._replace(count=len(layers)), layers[0])
+        merged = layer_ops(c._replace(reps=len(layers)), layers[0])
         layer_sets = [layers] * len(merged)
     else:
-        built = [(layers, layer_ops(c._replace(count=len(layers)), layers[0]))
+        built = [(layers, layer_ops(c._replace(reps=len(layers)), layers[0]))
                  for _, layers in groups]
         merged, layer_sets = _merge(built, [k for k, _ in groups])
 

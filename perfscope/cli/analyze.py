@@ -9,7 +9,8 @@ import typer
 
 from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in model name or config.json path.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m",
+                                       help="Built-in model name or config.json path.")]
 HwOpt = Annotated[str, typer.Option("--hw", help="Built-in device name or spec .toml path.")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o",
@@ -52,15 +53,15 @@ def analyze_cmd(
     from perfscope.specs.scenario import Scenario
 
     check_format(fmt)
-    absorb = {"auto": None, "on": True, "off": False}.get(mla_absorb, "bad")
-    if absorb == "bad":
+    absorbs: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+    if mla_absorb not in absorbs:
         raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
     if context_len is None:
         context_len = seq_len if phase == "decode" else 0
     scenario = Scenario(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
                         weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
                         group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
-                        fused_norm=fused_norm, mla_absorb=absorb if absorb != "bad" else None,
+                        fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb],
                         ceiling=ceiling, memory_reserve=reserve).validate()
     result = analyze(load_model(model), load_hw(hw), scenario)
     if fmt == "json":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,7 +13,7 @@ models_app = typer.Typer(help="Model specs.", no_args_is_help=True)
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
 
 
-def _hw_row(h) -> dict:
+def _hw_row(h) -> dict[str, Any]:
     bf = h.peaks.get("bf16") or h.peaks.get("fp16")
     return {"name": h.name, "display_name": h.display_name, "vendor": h.vendor,
             "memory_bytes": h.memory_bytes, "memory_bandwidth_bytes_s": h.memory_bandwidth_bytes_s,
@@ -73,7 +73,7 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
 
     check_format(fmt)
     h = load_hw(name)
-    peaks = [{"dtype": d, "tensor_dense_flops_per_s": p.tensor_dense,
+    peaks: list[dict[str, Any]] = [{"dtype": d, "tensor_dense_flops_per_s": p.tensor_dense,
               "tensor_sparse_flops_per_s": p.tensor_sparse, "vector_flops_per_s": p.vector,
               "source": p.source} for d, p in h.peaks.items()]
     data = _hw_row(h) | {
@@ -124,7 +124,7 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
                           f"[{e.memory_source}]")
 
 
-def _model_row(m) -> dict:
+def _model_row(m) -> dict[str, Any]:
     return {"name": m.name, "model_type": m.model_type, "params": m.params,
             "active_params": m.active_params, "layers": m.n_layers, "hidden": m.hidden,
             "heads": m.n_heads, "kv_heads": m.n_kv_heads, "head_dim": m.head_dim,

@@ -18,8 +18,8 @@ def analysis_table(a: Analysis, output: Path | None = None) -> None:
     from perfscope.cli.output import console, write_atomic
 
     s, t, mem = a.scenario, a.totals, a.memory
-    title = (f"{a.model.name} on {a.hw.display_name} | {s.phase} batch {s.batch} "
-             f"{'prompt ' + str(s.seq_len) if s.phase != 'decode' else 'context ' + str(s.context_len)}"
+    lengths = f"prompt {s.seq_len}" if s.phase != "decode" else f"context {s.context_len}"
+    title = (f"{a.model.name} on {a.hw.display_name} | {s.phase} batch {s.batch} {lengths}"
              f" | w {a.precision.weight} a {a.precision.act} kv {a.precision.kv}"
              f" | tp {s.tp} pp {s.pp} ep {s.ep} | {s.ceiling} ceilings")
     tab = Table(title=title, title_justify="left")
@@ -38,7 +38,8 @@ def analysis_table(a: Analysis, output: Path | None = None) -> None:
         f"step time {fmt_time(t.time_s)} ({t.bound}-bound)   {si(t.flops, 'FLOP')}   "
         f"{fmt_bytes(t.bytes)} moved   MFU {t.mfu:.1%}   MBU {t.mbu:.1%}   "
         f"{t.tokens_per_s:,.0f} tokens/s",
-        f"memory per GPU: weights {fmt_bytes(mem.weights_bytes)} + KV {fmt_bytes(mem.kv_cache_bytes)}"
+        f"memory per GPU: weights {fmt_bytes(mem.weights_bytes)} + "
+        f"KV {fmt_bytes(mem.kv_cache_bytes)}"
         f" + activations {fmt_bytes(mem.activation_peak_bytes)} = {fmt_bytes(mem.total_bytes)}"
         f" of {fmt_bytes(mem.usable_bytes)} usable ({mem.reserve_fraction:.0%} reserve): "
         f"{'fits' if mem.fits else 'DOES NOT FIT'}; largest batch that fits: {mem.max_batch}",

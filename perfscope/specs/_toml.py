@@ -31,7 +31,8 @@ class Fields:
     def __init__(self, table: Mapping[str, Any], file: str, prefix: str = ""):
         if not isinstance(table, Mapping):
             raise SpecError(file, prefix or None, "expected a table", None)
-        self.t, self.file, self.prefix, self.used = table, file, prefix, set()
+        self.t, self.file, self.prefix = table, file, prefix
+        self.used: set[str] = set()
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key

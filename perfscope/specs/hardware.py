@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from perfscope.errors import SpecError, UnsupportedDtypeError
-from perfscope.specs._toml import Fields, read_toml
+from perfscope.specs._toml import Fields
 
 GB = 1e9
 GIB = 2**30
@@ -200,7 +200,7 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
     peaks: dict[str, Peak] = {}
     from perfscope.units import DTYPE_BITS
 
-    for dt in peaks_t.keys():
+    for dt in peaks_t.keys():  # noqa: SIM118 (Fields, not a dict)
         if dt not in DTYPE_BITS:
             raise SpecError(file, f"peak.{dt}", "unknown dtype",
                             f"use one of {', '.join(DTYPE_BITS)}")
@@ -246,7 +246,7 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
         gsrc: dict[str, str] = {}
         gt = et.table("gemm")
         if gt is not None:
-            for dt in gt.keys():
+            for dt in gt.keys():  # noqa: SIM118
                 if dt not in peaks:  # typo or a dtype the device lacks: never silently ignored
                     raise SpecError(file, f"empirical.gemm.{dt}",
                                     f"no [peak.{dt}] table for this dtype",

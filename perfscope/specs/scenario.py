@@ -82,11 +82,11 @@ class Scenario:
             raise InputError(f"memory reserve {self.memory_reserve}: must be in [0, 1)")
         if self.group_size is not None and self.group_size < 1:
             raise InputError(f"--group-size {self.group_size}: must be >= 1")
-        for flag, v, allowed in (("--weight-dtype", self.weight_dtype, WEIGHT_DTYPES),
-                                 ("--act-dtype", self.act_dtype, ACT_DTYPES),
-                                 ("--kv-dtype", self.kv_dtype, KV_DTYPES)):
-            if v is not None:
-                check_dtype(v, allowed, flag)
+        for flag, dt, allowed in (("--weight-dtype", self.weight_dtype, WEIGHT_DTYPES),
+                                  ("--act-dtype", self.act_dtype, ACT_DTYPES),
+                                  ("--kv-dtype", self.kv_dtype, KV_DTYPES)):
+            if dt is not None:
+                check_dtype(dt, allowed, flag)
         return self
 
 
