@@ -34,6 +34,8 @@ class RooflinePoint(NamedTuple):
         return self.time_s * self.op.count
 
 
+_new = tuple.__new__
+
 # Fixed cost per kernel under empirical ceilings when the device spec has no measured value:
 # launch gap inside a CUDA graph plus the ramp-up and tail of a memory-bound kernel. Fitted
 # once to gpt-fast's Llama-2-7B bf16 batch-1 decode on A100-80GB (LLM-001: 104.9 tokens/s
@@ -88,11 +90,11 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
         if att > peak:
             att = peak
         if t_c >= t_m:
-            append(RooflinePoint(op, inten, att, peak, bw, t_c, t_m, t_c + extra, "compute",
-                                 pk[1]))
+            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_c + extra,
+                                        "compute", pk[1])))
         else:
-            append(RooflinePoint(op, inten, att, peak, bw, t_c, t_m, t_m + extra, "memory",
-                                 bw_src))
+            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_m + extra,
+                                        "memory", bw_src)))
     return tuple(out)
 
 

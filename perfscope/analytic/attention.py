@@ -15,7 +15,7 @@ Conventions (per TP rank, B sequences, T new tokens each, C0 cached before the s
 from __future__ import annotations
 
 from perfscope.analytic.common import Ctx, elementwise, gemm, norm
-from perfscope.analytic.ops import Op
+from perfscope.analytic.ops import Op, make_op
 from perfscope.analytic.parallel import all_reduce
 
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide (plus the mask add on the unfused path)
@@ -78,9 +78,8 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
              "window": W or 0}
     if c.s.attention == "flash":
         flops = 2.0 * B * H * keys * (dqk + dv)  # QK^T and PV over the unmasked keys only
-        return [Op("attn.core", "attention", layer, c.reps, flops, act_in_bytes=q_bytes + kv_act,
-                   act_out_bytes=out_bytes, kv_read_bytes=kv_read, kv_write_bytes=kv_new,
-                   dtype=c.store, unit="tensor", shape=shape)]
+        return [make_op("attn.core", "attention", layer, c.reps, flops, 0.0, q_bytes + kv_act,
+                        out_bytes, kv_read, kv_new, c.store, "tensor", shape)]
     # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
     K = shape["kv_len"] if C0 else C0 + T
     scores = B * H * T * K

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from perfscope.analytic.ops import Op
+from perfscope.analytic.ops import Op, make_op
 from perfscope.analytic.parallel import Shard
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Precision, Scenario
@@ -68,10 +68,9 @@ def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *
     shape = {"m": max(1, round(m)), "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
-    return Op(name, "gemm", layer, c.reps, flops, weight_bytes=wbytes, act_in_bytes=rows * k * in_b,
-              act_out_bytes=rows * n * (out_bytes if out_bytes is not None else c.ab),
-              dtype=c.p.compute if w is c.wfmt else c.store, unit="tensor", shape=shape,
-              dequant_flops=deq)
+    return make_op(name, "gemm", layer, c.reps, flops, wbytes, rows * k * in_b,
+                   rows * n * (out_bytes if out_bytes is not None else c.ab), 0.0, 0.0,
+                   c.p.compute if w is c.wfmt else c.store, "tensor", shape, deq)
 
 
 def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
@@ -82,18 +81,18 @@ def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
     e = tokens * width
     nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
     n_in, n_out = (2, 2) if fused_add else (1, 1)
-    return Op(name, "norm", layer, c.reps, flops=e * (per + (1 if fused_add else 0)),
-              weight_bytes=nw, act_in_bytes=n_in * e * c.ab, act_out_bytes=n_out * e * c.ab,
-              dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
+    return make_op(name, "norm", layer, c.reps, e * (per + (1 if fused_add else 0)), nw,
+                   n_in * e * c.ab, n_out * e * c.ab, 0.0, 0.0, c.store, "vector",
+                   {"tokens": int(tokens), "width": width})
 
 
 def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
                 flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
                 extra_read: float = 0.0) -> Op:
     e = tokens * width
-    return Op(name, kind, layer, c.reps, flops=e * flops_per,
-              act_in_bytes=n_in * e * c.ab + extra_read, act_out_bytes=n_out * e * c.ab,
-              dtype=c.store, unit="vector", shape={"tokens": int(tokens), "width": width})
+    return make_op(name, kind, layer, c.reps, e * flops_per, 0.0, n_in * e * c.ab + extra_read,
+                   n_out * e * c.ab, 0.0, 0.0, c.store, "vector",
+                   {"tokens": int(tokens), "width": width})
 
 
 def residual(c: Ctx, name: str, layer: int | None) -> Op:

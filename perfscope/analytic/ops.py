@@ -56,6 +56,19 @@ class Op(NamedTuple):
         return self.flops / b if b else 0.0
 
 
+_new = tuple.__new__
+
+
+def make_op(name: str, kind: str, layer: int | None, count: int, flops: float,
+            weight_bytes: float, act_in_bytes: float, act_out_bytes: float,
+            kv_read_bytes: float, kv_write_bytes: float, dtype: str, unit: str,
+            shape: Mapping[str, int] | None, dequant_flops: float = 0.0) -> Op:
+    """Positional fast path for the builders (a compute op: no comm fields)."""
+    return _new(Op, (name, kind, layer, count, flops, weight_bytes, act_in_bytes, act_out_bytes,
+                     kv_read_bytes, kv_write_bytes, dtype, unit, shape, dequant_flops, None, 0.0,
+                     1))
+
+
 @dataclass(frozen=True, slots=True)
 class OpGraph:
     """All ops of one step on one GPU (the busiest rank), in execution order."""
