@@ -63,6 +63,9 @@ def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
     if s.phase == "prefill" and s.context_len:
         raise InputError("--context-len applies to decode and chunked_prefill; prefill starts "
                          "from an empty cache (use --phase chunked_prefill)")
+    if s.mla_absorb is not None and model.mla is None:
+        raise InputError(f"--mla-absorb applies to MLA models (deepseek_v3), not {model.name}; "
+                         "drop it")
     if s.tokens_after > model.max_position:
         raise InputError(f"--seq-len/--context-len: {s.tokens_after} tokens exceed the "
                          f"{model.max_position}-token context of {model.name} "
@@ -94,9 +97,9 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
         else:
             fk[kind], bk[kind], tk[kind] = op.flops * n, op.bytes * n, t
         tb[p.bound] = tb.get(p.bound, 0.0) + t
+    if c.sh.pp > 1:  # per GPU: the busiest stage
+        fk, bk = _busiest_stage(c, graph, points)
     flops, nbytes = sum(fk.values()), sum(bk.values())
-    if c.sh.pp > 1:
-        flops, nbytes = _busiest_stage(c, graph, points)
     peak = hw.tensor_flops(c.p.compute)[0]
     bw = hw.memory_bandwidth_bytes_s
     return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
@@ -105,12 +108,15 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
                   tokens_per_s=c.N / time if time else 0.0)
 
 
-def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[float, float]:
+def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:
+    """FLOPs and bytes by kind of the stage with the longest time."""
     stages = c.sh.stages
-    best = (0.0, 0.0, -1.0)
+    best: tuple[dict[str, float], dict[str, float], float] = ({}, {}, -1.0)
     n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
     for si, stage in enumerate(stages):
-        f = b = t = 0.0
+        f: dict[str, float] = {}
+        b: dict[str, float] = {}
+        t = 0.0
         for i, (p, ls) in enumerate(zip(points, graph.op_layers, strict=True)):
             op = p.op
             if op.name == "pp.send":
@@ -120,8 +126,8 @@ def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[float, float]:
                     else 0
             else:
                 n = sum(1 for j in ls if j in stage)
-            f += op.flops * n
-            b += op.bytes * n
+            f[op.kind] = f.get(op.kind, 0.0) + op.flops * n
+            b[op.kind] = b.get(op.kind, 0.0) + op.bytes * n
             t += p.time_s * n
         if t > best[2]:
             best = (f, b, t)

@@ -78,8 +78,8 @@ def check_dtype(value: str, allowed: tuple[str, ...], flag: str) -> str:
                "e4m3": "fp8", "fp8_e4m3": "fp8", "float8": "fp8"}
     v = aliases.get(v, v)
     if v not in allowed:
-        raise InputError(f"{flag} {value!r} is not a dtype perfscope knows here; use one of "
-                         f"{', '.join(allowed)}")
+        what = "is not valid here" if v in DTYPE_BITS else "is not a dtype perfscope knows"
+        raise InputError(f"{flag} {value!r} {what}; use one of {', '.join(allowed)}")
     return v
 
 

@@ -25,7 +25,9 @@ def analysis_table(a: Analysis, output: Path | None = None) -> None:
     tab = Table(title=title, title_justify="left")
     for col in ("op", "kind", "x", "FLOP", "bytes", "FLOP/B", "attainable", "time", "x count",
                 "share", "bound"):
-        tab.add_column(col, justify="left" if col in ("op", "kind", "bound") else "right")
+        tab.add_column(col, justify="left" if col in ("op", "kind", "bound") else "right",
+                       no_wrap=col == "op",
+                       min_width=max(len(p.op.name) for p in a.points) if col == "op" else None)
     for p in a.points:
         op = p.op
         tab.add_row(op.name, op.kind, str(op.count), si(op.flops), fmt_bytes(op.bytes)

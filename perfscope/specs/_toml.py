@@ -16,6 +16,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise SpecError(str(path), None, f"cannot read file ({e.strerror})",
                         "check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError(str(path), None, "not UTF-8 text", "pass a TOML spec file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -41,6 +43,7 @@ class Fields:
         self.used.add(key)
         if key not in self.t:
             if default is ...:
+                self._typo(key)
                 raise SpecError(self.file, self._name(key), "missing required field",
                                 f"add `{key} = ...`")
             return default
@@ -51,6 +54,16 @@ class Fields:
             raise SpecError(self.file, self._name(key),
                             f"expected {names}, got {type(v).__name__} {v!r}", None)
         return v
+
+    def _typo(self, key: str) -> None:
+        """A required key is missing: if an unknown key looks like it, name that one."""
+        import difflib
+
+        close = difflib.get_close_matches(key, [k for k in self.t if k not in self.used], n=1,
+                                          cutoff=0.75)
+        if close:
+            raise SpecError(self.file, self._name(close[0]), f"unknown key (did you mean "
+                            f"`{key}`?)", "fix its spelling (unknown keys are not ignored)")
 
     def num(self, key: str, default: Any = ..., positive: bool = True) -> Any:
         v = self.get(key, (int, float), default)

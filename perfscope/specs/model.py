@@ -422,6 +422,8 @@ def read_config(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise SpecError(str(path), None, f"cannot read file ({e.strerror})",
                         "check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError(str(path), None, "not UTF-8 text", "pass a config.json file") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -452,6 +454,9 @@ def load_model(name: str) -> ModelSpec:
     p = Path(name)
     if name.endswith(".json") or p.is_dir() or "/" in name:
         if p.is_dir():
+            if not (p / "config.json").is_file():
+                raise NotFoundError(f"--model {name}: the folder has no config.json; pass the "
+                                    "config.json of a Hugging Face model")
             p = p / "config.json"
         if not p.is_file():
             raise NotFoundError(f"--model {name}: file does not exist; check the path or use "
