@@ -18,3 +18,7 @@ app = typer.Typer(
 app.command("analyze")(analyze_cmd)
 app.add_typer(hw_app, name="hw")
 app.add_typer(models_app, name="models")
+
+from perfscope.cli.bench import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")

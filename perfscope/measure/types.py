@@ -17,10 +17,18 @@ class TimingStats:
     min_s: float
     n: int
     cv: float  # coefficient of variation (stdev / mean)
+    threads: int | None = None  # CPU: torch intra-op threads in force while timing
+    method: str = ""  # "perf_counter" | "cuda_events" | "cuda_graph xN" (N calls per replay)
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"median_s": self.median_s, "p20_s": self.p20_s, "p80_s": self.p80_s,
-                "min_s": self.min_s, "n": self.n, "cv": self.cv}
+    def to_dict(self) -> dict[str, float | int | str | None]:
+        d: dict[str, float | int | str | None] = {
+            "median_s": self.median_s, "p20_s": self.p20_s, "p80_s": self.p80_s,
+            "min_s": self.min_s, "n": self.n, "cv": self.cv}
+        if self.threads is not None:
+            d["threads"] = self.threads
+        if self.method:
+            d["method"] = self.method
+        return d
 
 
 @dataclass(frozen=True, slots=True)

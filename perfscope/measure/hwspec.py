@@ -1,0 +1,164 @@
+"""Write measured ceilings as a perfscope.hw/1 spec of the local device, and read it back.
+
+The spec's peak figures are the measured ones too (a CPU has no published tensor peak that
+torch could reach, and a GPU's spec sheet is not known here), each source saying so; the
+`empirical` block holds the same measurements for ``--ceiling empirical``. On a CPU, sm_count
+is the physical core count and l2_mib the last-level cache (the CPU's analogue of a GPU's L2:
+the largest cache all cores share).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from perfscope.errors import MeasureError
+from perfscope.measure.ceilings import CeilingsResult
+from perfscope.specs.hardware import HardwareSpec
+
+LOCAL_NAME = "local"
+TENSOR_DTYPES = ("tf32", "bf16", "fp16", "fp8", "int8")
+
+
+def local_spec_path() -> Path:
+    """Where ``--save local`` writes and ``--hw local`` reads: $PERFSCOPE_LOCAL_HW, else
+    $XDG_CACHE_HOME/perfscope/local.toml (~/.cache/perfscope/local.toml)."""
+    env = os.environ.get("PERFSCOPE_LOCAL_HW")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "perfscope" / f"{LOCAL_NAME}.toml"
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid TOML basic string
+
+
+def _vendor(desc: dict[str, Any]) -> str:
+    if desc.get("kind") == "cuda":
+        return "nvidia"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                v = line.split(":", 1)[1].strip()
+                return {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(v, v.lower())
+    except OSError:
+        pass
+    return "unknown"
+
+
+def hw_toml(res: CeilingsResult, desc: dict[str, Any], *, name: str = LOCAL_NAME,
+            when: str | None = None) -> str:
+    """The TOML text of a perfscope.hw/1 spec built from measured ceilings."""
+    gemm = res.gemm()
+    bw = res.bandwidth()
+    if not gemm or bw is None:
+        raise MeasureError("cannot write a hardware spec: no GEMM ceiling or no bandwidth was "
+                           "measured (see the skipped lines above)")
+    when = when or time.strftime("%Y-%m-%d", time.gmtime())
+    cpu = desc.get("kind") != "cuda"
+    tool = f"measured by `perfscope bench ceilings` on {when}"
+    if cpu:
+        cores = int(desc.get("physical_cores") or 1)
+        caches = desc.get("cache_bytes") or {}
+        llc = max(caches.values()) if caches else 32 * 2**20
+        threads = desc.get("torch_threads")
+        display = f"{desc.get('name', 'CPU')}, {cores} cores (measured)"
+        chip_src = (f"/sys: {cores} physical cores as sm_count; l2_mib is the last-level "
+                    f"cache (L{max(int(k[1:]) for k in caches) if caches else 3})")
+    else:
+        cores = int(desc["sm_count"])
+        llc = int(desc.get("l2_bytes") or 0)
+        threads = None
+        display = f"{desc.get('name', 'GPU')} (measured)"
+        chip_src = "torch.cuda.get_device_properties (multi_processor_count, L2_cache_size)"
+    mem = int(desc.get("memory_bytes") or 0)
+    if mem <= 0:
+        raise MeasureError("cannot write a hardware spec: device memory size unknown")
+    bw_src = (f"{tool}: STREAM {bw.name.split('.')[1]} over {bw.shape.get('elements', 0)} "
+              f"fp32 elements, bytes read + written, median of {bw.stats.n} "
+              f"(p80-p20 {bw.low / 1e9:.1f}-{bw.high / 1e9:.1f} GB/s)")
+    lines = [
+        f"# Measured spec of this machine. {tool}.",
+        "# Peak figures are the measured ceilings (no published figure is used).",
+        'schema = "perfscope.hw/1"',
+        f"name = {_q(name)}",
+        f"display_name = {_q(display)}",
+        f"vendor = {_q(_vendor(desc))}",
+    ]
+    if threads:
+        lines.append(f"notes = {_q(f'CPU ceilings measured with {threads} torch threads')}")
+    lines += [
+        "",
+        "[memory]",
+        f"capacity_gb = {mem / 1e9:.3f}",
+        f"bandwidth_gb_s = {bw.value / 1e9:.2f}",
+        f"source = {_q(bw_src + ('; capacity from /proc/meminfo' if cpu else ''))}",
+        "",
+        "[chip]",
+        f"sm_count = {cores}",
+        f"l2_mib = {llc / 2**20:.3f}",
+        f"source = {_q(chip_src)}",
+    ]
+    for dt, c in gemm.items():
+        tf = c.value / 1e12
+        src = (f"{tool}: best torch GEMM {c.shape['m']}x{c.shape['n']}x{c.shape['k']} {dt}, "
+               f"median of {c.stats.n} (p80-p20 {c.low / 1e12:.4g}-{c.high / 1e12:.4g} TFLOP/s)")
+        key = "tensor_dense_tflops" if (not cpu and dt in TENSOR_DTYPES) else "vector_tflops"
+        lines += ["", f"[peak.{dt}]", f"{key} = {tf:.6g}", f"source = {_q(src)}"]
+    lines += ["", "[empirical.memory]", f"bandwidth_gb_s = {bw.value / 1e9:.2f}",
+              f"kind = {_q(bw.name.split('.')[1])}", f"source = {_q(bw_src)}"]
+    for dt, c in gemm.items():
+        shape = f"{c.shape['m']}x{c.shape['n']}x{c.shape['k']}"
+        lines += ["", f"[empirical.gemm.{dt}]", f"tflops = {c.value / 1e12:.6g}",
+                  f"source = {_q(f'{tool}: GEMM {shape}, median of {c.stats.n}')}"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_spec_text(text: str, file: str = "<measured>") -> HardwareSpec:
+    """A HardwareSpec from TOML text, through the same strict parser as spec files."""
+    import tomllib
+
+    from perfscope.specs.hardware import parse_hw
+    from perfscope.specs.loading import _resolve_link
+
+    return parse_hw(tomllib.loads(text), file, _resolve_link)
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write via a temporary file in the same folder and os.replace: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_hw(path: str | Path, res: CeilingsResult, desc: dict[str, Any]) -> Path:
+    """Save the measured spec (``path`` "local": the default local spec path); it is parsed
+    before writing, so a saved file always loads."""
+    p = local_spec_path() if str(path) == LOCAL_NAME else Path(path)
+    text = hw_toml(res, desc, name=LOCAL_NAME if str(path) == LOCAL_NAME else
+                   (p.stem or LOCAL_NAME))
+    parse_spec_text(text, str(p))
+    return write_atomic(p, text)
+
+
+def load_local_spec() -> HardwareSpec | None:
+    """The saved local spec, or None when none has been saved."""
+    p = local_spec_path()
+    if not p.is_file():
+        return None
+    from perfscope.specs.loading import load_hw
+
+    return load_hw(str(p))

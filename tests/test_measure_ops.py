@@ -1,0 +1,206 @@
+"""Op microbenchmarks: count rescaling, dtype conversion, runners against fp64, the join."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfscope.analytic.ops import Op
+from perfscope.errors import MeasureError
+from perfscope.measure import ops as M
+from perfscope.measure.hwspec import parse_spec_text
+
+torch = pytest.importorskip("torch")
+
+LOCAL = """
+schema = "perfscope.hw/1"
+name = "testbox"
+display_name = "Test box"
+vendor = "test"
+[memory]
+capacity_gb = 16
+bandwidth_gb_s = 20
+source = "test"
+[chip]
+sm_count = 2
+l2_mib = 32
+source = "test"
+[peak.fp32]
+vector_tflops = 0.1
+source = "test"
+"""
+
+
+@pytest.fixture(scope="module")
+def hw():
+    return parse_spec_text(LOCAL)
+
+
+def gemm_op(m=512, n=1024, k=256, dt="bf16", name="mlp.down_proj") -> Op:
+    b = 2 if dt == "bf16" else 4
+    return Op(name, "gemm", 0, 24, 2.0 * m * n * k, weight_bytes=n * k * b,
+              act_in_bytes=m * k * b, act_out_bytes=m * n * b, dtype=dt,
+              shape={"m": m, "n": n, "k": k})
+
+
+def attn_op(B=2, T=16, K=16, H=4, KV=2, d=32, dt="fp32", name="attn.core") -> Op:
+    e = 4
+    # flash prefill: causal half of the T x K scores, QK^T and PV
+    keys = (1 + T) * T / 2 if T == K else T * K
+    return Op(name, "attention", 0, 2, 2.0 * B * H * keys * 2 * d,
+              act_in_bytes=B * T * H * d * e + 2 * B * K * KV * d * e,
+              act_out_bytes=B * T * H * d * e, dtype=dt,
+              shape={"batch": B, "q_len": T, "kv_len": K, "heads": H, "kv_heads": KV,
+                     "head_dim_qk": d, "head_dim_v": d, "causal": 1, "window": 0})
+
+
+def row_op(name, kind, t=64, w=256, n_in=1, dt="fp32", weight=0.0) -> Op:
+    return Op(name, kind, 0, 1, 4.0 * t * w, weight_bytes=weight, act_in_bytes=n_in * t * w * 4,
+              act_out_bytes=t * w * 4, dtype=dt, unit="vector", shape={"tokens": t, "width": w})
+
+
+def test_convert_gemm_bf16_to_fp32():
+    op = M.convert_dtype(gemm_op(), "fp32")
+    assert op.dtype == "fp32"
+    assert op.weight_bytes == 1024 * 256 * 4
+    assert op.act_in_bytes == 512 * 256 * 4 and op.act_out_bytes == 512 * 1024 * 4
+    assert op.flops == 2.0 * 512 * 1024 * 256
+
+
+def test_scale_gemm_rows_keeps_weight():
+    op = gemm_op(dt="fp32")
+    # 1 GFLOP/s and 1 TB/s: 268 MFLOP take 0.27 s, so m must shrink ~6x for 50 ms
+    s_op, s, note = M.scale_op(op, target_s=0.05, flops_per_s=1e9, bytes_per_s=1e12)
+    m2 = s_op.shape["m"]
+    assert m2 < 512 and m2 % 16 == 0 and note == f"m 512->{m2}"
+    assert s == m2 / 512
+    assert s_op.flops == pytest.approx(2.0 * m2 * 1024 * 256)
+    assert s_op.weight_bytes == op.weight_bytes  # the weight does not shrink with m
+    assert s_op.act_in_bytes == pytest.approx(m2 * 256 * 4)
+    assert M.estimate_s(s_op, 1e9, 1e12) <= 0.05
+    assert M.scale_op(op, target_s=None, flops_per_s=1.0, bytes_per_s=1.0)[1] == 1.0
+
+
+def test_scale_attention_batch_then_heads():
+    op = attn_op(B=8, T=64, K=64, H=8, KV=4)
+    est = M.estimate_s(op, 1e9, 1e12)
+    s_op, s, note = M.scale_op(op, target_s=est / 16, flops_per_s=1e9, bytes_per_s=1e12)
+    sh = s_op.shape
+    assert sh["batch"] == 1 and sh["kv_heads"] == 2 and sh["heads"] == 4  # GQA group kept
+    assert s == pytest.approx(1 / 16)
+    assert s_op.flops == pytest.approx(op.flops / 16)
+    assert s_op.act_in_bytes == pytest.approx(op.act_in_bytes / 16)
+    assert "batch 8->1" in note and "kv_heads 4->2" in note
+
+
+def test_scale_embedding_gathers_fewer_rows():
+    op = Op("embed", "embedding", None, 1, 0.0, weight_bytes=4096 * 512 * 4,
+            act_out_bytes=4096 * 512 * 4, dtype="fp32", unit="vector",
+            shape={"tokens": 4096, "width": 512, "vocab": 32000})
+    s_op, s, _ = M.scale_op(op, target_s=1e-4, flops_per_s=1e9, bytes_per_s=1e10)
+    assert s_op.weight_bytes == pytest.approx(op.weight_bytes * s)  # rows gathered
+    assert s_op.shape["width"] == 512
+
+
+def test_make_case_runs_missing_dtype_in_fp32():
+    c = M.make_case(gemm_op(), device="cpu", target_s=None, flops_per_s=1, bytes_per_s=1,
+                    have=["fp32"])
+    assert c.op.dtype == "fp32" and "no bf16" in c.dtype_note and c.full.dtype == "bf16"
+    c2 = M.make_case(gemm_op(dt="fp32"), device="cpu", target_s=None, flops_per_s=1,
+                     bytes_per_s=1, have=["fp32"])
+    assert c2.dtype_note == "" and c2.op == gemm_op(dt="fp32")
+
+
+def test_attention_mask_bottom_right():
+    m = M.attention_mask(2, 4, True, 0, "cpu").int().tolist()
+    assert m == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    w = M.attention_mask(2, 4, True, 2, "cpu").int().tolist()
+    assert w == [[0, 1, 1, 0], [0, 0, 1, 1]]
+
+
+def _case(op: Op) -> M.OpCase:
+    return M.OpCase(op, op, "prefill")
+
+
+@pytest.mark.parametrize("op", [
+    gemm_op(64, 128, 96, "fp32"),
+    Op("moe.experts_down", "gemm", 0, 1, 2.0 * 4 * 8 * 64 * 32, dtype="fp32",
+       shape={"m": 8, "n": 64, "k": 32, "groups": 4}),
+    attn_op(),  # causal prefill, GQA
+    attn_op(B=2, T=1, K=40),  # decode
+    attn_op(T=8, K=24),  # chunked prefill: explicit bottom-right causal mask
+    attn_op(name="attn.score"), attn_op(name="attn.value"),
+    row_op("attn.norm", "norm", n_in=2, weight=256 * 4),  # fused add + RMSNorm
+    row_op("attn.qk_norm", "norm"),
+    row_op("mlp.act", "elementwise", n_in=2),
+    row_op("attn.rotary", "elementwise"),
+    row_op("attn.residual", "elementwise", n_in=2),
+    row_op("attn.softmax", "softmax"),
+    Op("embed", "embedding", None, 1, 0.0, weight_bytes=8 * 64 * 4, act_out_bytes=8 * 64 * 4,
+       dtype="fp32", unit="vector", shape={"tokens": 8, "width": 64, "vocab": 1000}),
+], ids=lambda o: o.name)
+def test_each_kind_checks_and_times(op, hw):
+    p = M.time_case(_case(op), "cpu", budget_s=0.01, warmup_s=0.0, hw=hw, ceiling="spec",
+                    flush_l2=False)
+    assert p.name == op.name and p.kind == op.kind and dict(p.shape) == dict(op.shape)
+    assert p.flops == op.flops and p.bytes == op.bytes  # analytic counts, not re-derived
+    assert p.stats.n >= 5 and p.stats.median_s > 0
+    # roofline on the test box: 0.1 TFLOP/s, 20 GB/s
+    want = max(op.flops / 1e11, op.bytes / 2e10)
+    assert p.predicted_time_s == pytest.approx(want)
+    assert p.extra["pct_of_roof"] == pytest.approx(100 * want / p.stats.median_s)
+    assert p.extra["check_max_rel_err"] < 1e-3
+    assert p.extra["phase"] == "prefill" and p.extra["hardware"] == "testbox"
+
+
+def test_unknown_kind_is_a_clear_error():
+    op = Op("tp.allreduce", "comm", 0, 1, 0.0, dtype="bf16", unit="link")
+    with pytest.raises(MeasureError, match="no microbenchmark for kind 'comm'"):
+        M.build_runner(_case(op), "cpu")
+    skipped: list[str] = []
+    cases = M.plan_cases({"decode": [op, gemm_op(1, 64, 64, "fp32")]}, device="cpu",
+                         quick=True, flops_per_s=1e10, bytes_per_s=1e10, skipped=skipped)
+    assert any("bench comm" in s for s in skipped)
+    assert [c.op.name for c in cases if c.sweep_batch is None] == ["mlp.down_proj"]
+
+
+def test_plan_dedupes_and_sweeps_decode_gemms():
+    ops = [gemm_op(1, 256, 128, "fp32"), gemm_op(1, 256, 128, "fp32")]
+    cases = M.plan_cases({"decode": ops}, device="cpu", quick=False, flops_per_s=1e10,
+                         bytes_per_s=1e10)
+    main = [c for c in cases if c.sweep_batch is None]
+    assert len(main) == 1
+    sweep = sorted(c.sweep_batch for c in cases if c.sweep_batch is not None)
+    assert sweep == [2, 4, 8, 16, 32, 64, 128, 256]
+    c64 = next(c for c in cases if c.sweep_batch == 64)
+    assert c64.op.shape["m"] == 64 and c64.op.flops == pytest.approx(64 * ops[0].flops)
+    assert c64.op.weight_bytes == ops[0].weight_bytes
+
+
+def test_decode_gemm_flops_rise_with_batch(hw):
+    """Weight-bound decode GEMMs: FLOP/s grows with batch along the bandwidth roof."""
+    from perfscope.measure.timing import set_cpu_threads
+
+    # one thread: on a shared 2-core machine a second OpenMP thread waits for a busy core
+    # (~16 ms stalls), which says nothing about the roofline
+    before = torch.get_num_threads()
+    set_cpu_threads(1)
+    base = M.make_case(gemm_op(1, 2048, 2048, "fp32"), device="cpu", phase="decode",
+                       target_s=None, flops_per_s=1e11, bytes_per_s=2e10)
+    rates = {}
+    for c in M.decode_sweep(base, (1, 8, 64)):
+        p = M.time_case(c, "cpu", budget_s=0.15, hw=hw, ceiling="spec")
+        rates[c.sweep_batch] = p.achieved_flops_per_s
+        # fp32 intensity ~ m/2 FLOP/B against a ridge of 5: memory-bound below m = 10
+        assert p.extra["bound"] == ("memory" if c.sweep_batch < 10 else "compute")
+    set_cpu_threads(before)
+    assert rates[1] < rates[8] < rates[64]
+
+
+def test_bench_model_ops_unknown_op_is_skipped(hw):
+    run = M.bench_model_ops("qwen2.5-0.5b", hw, device="cpu", phases=["decode"], batch=1,
+                            seq_len=16, context_len=16, quick=True, rates=(1e11, 2e10),
+                            only=["attn.norm", "nope"], sweep=False)
+    assert [p.name for p in run.points] == ["attn.norm"]
+    assert any("'nope'" in s and "unknown op" in s for s in run.skipped)
+    assert run.meta["model"] == "qwen2.5-0.5b" and run.meta["hardware"] == "testbox"
+    assert run.points[0].dtype == "fp32"  # the test box has no bf16: analysed in fp32
