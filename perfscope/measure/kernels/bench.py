@@ -1,0 +1,209 @@
+"""Time the reference kernels on this device and place them on the roofline.
+
+Every implementation is first checked against the float64 reference on fresh random data,
+then timed on that data with ``perfscope.measure.timing.benchmark`` (warm-up, a cache flush
+before every call, median with p20/p80). The tensors are sized well past the last-level cache
+(L2 on a GPU), so one input set is enough for every call to read them from DRAM/HBM.
+Each ``MeasuredPoint`` carries the analytic FLOPs and bytes of the shape run, so achieved
+FLOP/s and bytes/s sit on the same chart as the prediction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from perfscope.measure.kernels import KernelCounts, triton_unavailable_reason
+from perfscope.measure.kernels import add_rmsnorm as an
+from perfscope.measure.kernels import paged_attention as pa
+from perfscope.measure.types import MeasuredPoint, TimingStats
+
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass(frozen=True, slots=True)
+class NormShape:
+    tokens: int
+    hidden: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeShape:
+    batch: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    min_len: int
+    max_len: int
+    block_size: int = pa.BLOCK_SIZE
+
+
+# Tensors well past the last-level cache (CPU: 32 MiB per tensor in quick, 128 MiB in full),
+# so the byte count is DRAM traffic; GPU shapes past an H100/H200 L2 of 50-60 MB.
+NORM_SHAPES = {("cpu", True): NormShape(2048, 4096), ("cpu", False): NormShape(8192, 4096),
+               ("cuda", True): NormShape(16384, 4096), ("cuda", False): NormShape(65536, 8192)}
+DECODE_SHAPES = {("cpu", True): DecodeShape(8, 32, 8, 128, 64, 1024),
+                 ("cpu", False): DecodeShape(32, 32, 8, 128, 128, 4096),
+                 ("cuda", True): DecodeShape(64, 32, 8, 128, 128, 4096),
+                 ("cuda", False): DecodeShape(128, 32, 8, 128, 256, 8192)}
+
+
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _budget(quick: bool) -> dict[str, Any]:
+    return {"warmup_s": 0.05, "budget_s": 0.3, "min_runs": 5} if quick else \
+        {"warmup_s": 0.2, "budget_s": 2.0, "min_runs": 10}
+
+
+def _point(name: str, kind: str, shape: dict[str, int], dtype: str, stats: TimingStats,
+           counts: KernelCounts, device: str, **extra: Any) -> MeasuredPoint:
+    return MeasuredPoint(name=name, kind=kind, shape=shape, dtype=dtype, stats=stats,
+                         flops=counts.flops, bytes=counts.bytes, device=device, extra=extra)
+
+
+# ---- add + RMSNorm ------------------------------------------------------------------------
+
+def bench_add_rmsnorm(device: str = "cpu", quick: bool = True, *, dtype: str | None = None,
+                      shape: NormShape | None = None,
+                      impls: tuple[str, ...] | None = None) -> list[MeasuredPoint]:
+    """Unfused and fused add+RMSNorm for every implementation that runs here, side by side.
+
+    Points are named ``add_rmsnorm.{unfused,fused}.{impl}``; ``extra`` holds the impl, the
+    variant, the reference error and why other implementations were skipped.
+    """
+    import torch
+
+    from perfscope.measure.timing import benchmark, check_close, random_tensor
+
+    dtype = dtype or ("fp32" if device == "cpu" else "bf16")
+    tdt = getattr(torch, _TORCH_DTYPES[dtype])
+    shape = shape or NORM_SHAPES[(_kind(device), quick)]
+    t, hd = shape.tokens, shape.hidden
+    status = an.impl_status(device, dtype)
+    names = impls or tuple(n for n, why in status.items() if not why)
+    skipped = {n: why for n, why in status.items() if why and n not in names}
+    # one input set: the tensors are far larger than the last-level cache and the harness
+    # flushes it before every call, so each call reads them from DRAM/HBM
+    x = random_tensor((t, hd), tdt, device, seed=100)
+    r = random_tensor((t, hd), tdt, device, seed=200)
+    weight = random_tensor((hd,), tdt, device, seed=7)
+    h, out = torch.empty_like(x), torch.empty_like(x)
+    h_ref, out_ref = an.add_rmsnorm_reference(x, r, weight, an.EPS)
+
+    points = []
+    for name in names:
+        impl = an.get_impl(name)
+        for variant, fn in (("unfused", impl.unfused), ("fused", impl.fused)):
+            h.fill_(float("nan"))
+            out.fill_(float("nan"))
+            fn(x, r, weight, an.EPS, h, out)
+            err = max(check_close(h.cpu(), h_ref, dtype, f"add_rmsnorm {variant} {name} (h)"),
+                      check_close(out.cpu(), out_ref, dtype,
+                                  f"add_rmsnorm {variant} {name} (out)"))
+
+            def call(fn: an.KernelFn = fn) -> None:
+                fn(x, r, weight, an.EPS, h, out)
+
+            stats = benchmark(call, device=device, **_budget(quick))
+            counts = an.add_rmsnorm_counts(t, hd, tdt.itemsize, fused=variant == "fused")
+            points.append(_point(f"add_rmsnorm.{variant}.{name}", "norm",
+                                 {"tokens": t, "hidden": hd}, dtype, stats, counts, device,
+                                 impl=name, variant=variant, max_rel_err=err,
+                                 skipped_impls=skipped))
+    return points
+
+
+def add_rmsnorm_ratios(points: list[MeasuredPoint]) -> list[dict[str, Any]]:
+    """Per implementation: unfused vs fused time and bytes, and the ratios (from one run)."""
+    by = {(p.extra.get("impl"), p.extra.get("variant")): p for p in points
+          if p.name.startswith("add_rmsnorm.")}
+    rows = []
+    for impl in dict.fromkeys(k[0] for k in by):
+        u, f = by.get((impl, "unfused")), by.get((impl, "fused"))
+        if u is None or f is None:
+            continue
+        rows.append({"impl": impl, "unfused_time_s": u.stats.median_s,
+                     "fused_time_s": f.stats.median_s,
+                     "speedup": u.stats.median_s / f.stats.median_s,
+                     "unfused_bytes": u.bytes, "fused_bytes": f.bytes,
+                     "byte_ratio": f.bytes / u.bytes,
+                     "unfused_bytes_per_s": u.achieved_bytes_per_s,
+                     "fused_bytes_per_s": f.achieved_bytes_per_s})
+    return rows
+
+
+# ---- decode attention ---------------------------------------------------------------------
+
+def ragged_lengths(batch: int, min_len: int, max_len: int, seed: int = 0) -> list[int]:
+    """Sequence lengths uniform in [min_len, max_len], with max_len itself always present."""
+    rng = random.Random(seed)
+    lens = [rng.randint(min_len, max_len) for _ in range(batch)]
+    lens[0] = max_len
+    return lens
+
+
+def bench_decode_attention(device: str = "cpu", quick: bool = True, *,
+                           dtype: str | None = None,
+                           shape: DecodeShape | None = None) -> list[MeasuredPoint]:
+    """Paged against contiguous decode attention on one ragged batch (torch, and Triton on CUDA).
+
+    Points are named ``decode_attention.{paged,contiguous}.{impl}``; ``extra`` holds the
+    reference error and the KV memory paging saves on this batch.
+    """
+    import torch
+
+    from perfscope.measure.timing import benchmark, check_close, random_tensor
+
+    dtype = dtype or ("fp32" if device == "cpu" else "bf16")
+    tdt = getattr(torch, _TORCH_DTYPES[dtype])
+    sh = shape or DECODE_SHAPES[(_kind(device), quick)]
+    lens = ragged_lengths(sh.batch, sh.min_len, sh.max_len)
+    dims = {"kv_heads": sh.kv_heads, "head_dim": sh.head_dim, "block_size": sh.block_size}
+
+    kv = pa.make_paged_kv(lens, dtype=tdt, device=device, seed=300, **dims)
+    kc, vc = pa.to_contiguous(kv, sh.max_len)
+    q = random_tensor((sh.batch, sh.heads, sh.head_dim), tdt, device, seed=400)
+    data = (q, kv, kc, vc)
+
+    impls: dict[str, dict[str, Any]] = {"torch": {
+        "paged": lambda s: pa.paged_attention_torch(s[0], s[1].k_pool, s[1].v_pool,
+                                                    s[1].block_table, s[1].seq_lens),
+        "contiguous": lambda s: pa.contiguous_attention_torch(s[0], s[2], s[3], s[1].seq_lens)}}
+    if not triton_unavailable_reason(device):
+        from perfscope.measure.kernels import triton_kernels as tk
+
+        impls["triton"] = {
+            "paged": lambda s: tk.paged_attention_triton(s[0], s[1].k_pool, s[1].v_pool,
+                                                         s[1].block_table, s[1].seq_lens),
+            "contiguous": lambda s: tk.contiguous_attention_triton(s[0], s[2], s[3],
+                                                                   s[1].seq_lens)}
+    mem = pa.paged_kv_memory(lens, block_size=sh.block_size, max_len=sh.max_len,
+                             kv_heads=sh.kv_heads, head_dim=sh.head_dim,
+                             dtype_bytes=tdt.itemsize)
+    ref = pa.attention_reference(q, [pa.sequence_kv(kv, b) for b in range(sh.batch)])
+    shape_d = {"batch": sh.batch, "heads": sh.heads, "kv_heads": sh.kv_heads,
+               "head_dim": sh.head_dim, "max_len": sh.max_len, "block_size": sh.block_size,
+               "tokens": sum(lens)}
+    points = []
+    for name, fns in impls.items():
+        for layout, fn in fns.items():
+            err = check_close(fn(data).cpu(), ref, dtype, f"decode attention {layout} {name}")
+            stats = benchmark(lambda fn=fn: fn(data), device=device, **_budget(quick))
+            counts = pa.attention_decode_counts(
+                lens, heads=sh.heads, kv_heads=sh.kv_heads, head_dim=sh.head_dim,
+                act_bytes=tdt.itemsize, block_size=sh.block_size if layout == "paged" else None)
+            points.append(_point(f"decode_attention.{layout}.{name}", "attention", shape_d,
+                                 dtype, stats, counts, device, impl=name, layout=layout,
+                                 max_rel_err=err, seq_lens=lens,
+                                 kv_paged_bytes=mem.paged_bytes,
+                                 kv_reserved_bytes=mem.reserved_bytes,
+                                 kv_saved_fraction=mem.saved_fraction))
+    return points
+
+
+def run_kernel_benchmarks(device: str = "cpu", quick: bool = True) -> list[MeasuredPoint]:
+    """Check, then time, every reference kernel that runs on ``device`` (cpu or cuda[:N])."""
+    return bench_add_rmsnorm(device, quick) + bench_decode_attention(device, quick)

@@ -1,0 +1,195 @@
+"""Triton versions of the reference kernels (CUDA only).
+
+This module imports triton and torch when it loads, so the JIT sees its kernels' globals; it
+is itself imported lazily, only by ``get_impl("triton")`` and the benchmarks once
+``triton_unavailable_reason`` (in the package init) says Triton can run. Nothing else imports it.
+
+- add + RMSNorm: one program per row holds the whole row in registers (BLOCK = next power of
+  two >= hidden): the fused kernel reads x and r once and writes h and out; the unfused pair
+  is an element-wise add kernel and the same row kernel without the add.
+- Decode attention: one program per (sequence, KV head) serving the head's GQA group of query
+  heads, looping over the sequence BLOCK_N tokens at a time with an online softmax (vLLM
+  paged-attention v1 style, without the split-K of v2). PAGED=True reads token t of
+  sequence b from pool block ``block_table[b, t // BLOCK_N]``, so BLOCK_N is the block size;
+  PAGED=False reads the padded contiguous cache with the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from perfscope.errors import MeasureError
+
+MAX_ROW = 65536  # elements of one norm row held in registers by one program
+
+
+# ---- add + RMSNorm ------------------------------------------------------------------------
+
+@triton.jit
+def _add_kernel(x_ptr, r_ptr, h_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+    r = tl.load(r_ptr + offs, mask=mask).to(tl.float32)
+    tl.store(h_ptr + offs, (x + r).to(h_ptr.dtype.element_ty), mask=mask)  # as the fused one
+
+
+@triton.jit
+def _rmsnorm_row_kernel(x_ptr, r_ptr, w_ptr, h_ptr, o_ptr, n_cols, eps,
+                        ADD: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    offs = row * n_cols + cols
+    h = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if ADD:
+        h += tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        h_st = h.to(h_ptr.dtype.element_ty)
+        tl.store(h_ptr + offs, h_st, mask=mask)
+        h = h_st.to(tl.float32)  # normalise the stored (rounded) h, as the unfused pair does
+    ms = tl.sum(h * h, axis=0) / n_cols
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    out = h * (1.0 / tl.sqrt(ms + eps)) * w
+    tl.store(o_ptr + offs, out.to(o_ptr.dtype.element_ty), mask=mask)
+
+
+def _on_device(t: Any) -> bool:
+    # TRITON_INTERPRET=1 runs the kernels on CPU tensors (numpy), which is how they are
+    # checked on a machine without a GPU
+    return bool(t.is_cuda) or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _check_rows(*tensors: Any) -> tuple[int, int, int]:
+    x = tensors[0]
+    for t in tensors:
+        if not _on_device(t) or not t.is_contiguous():
+            raise MeasureError("Triton add+RMSNorm takes contiguous CUDA tensors")
+    rows, cols = x.numel() // x.shape[-1], x.shape[-1]
+    if cols > MAX_ROW:
+        raise MeasureError(f"hidden {cols} > {MAX_ROW}: one row no longer fits one program")
+    block = triton.next_power_of_2(cols)
+    return rows, cols, block
+
+
+def _warps(block: int) -> int:
+    return 4 if block <= 2048 else 8 if block <= 8192 else 16
+
+
+def add_rmsnorm_fused_triton(x: Any, residual: Any, weight: Any, eps: float, h: Any,
+                             out: Any) -> None:
+    """One pass: h = x + residual, out = rmsnorm(h) * weight, one program per row."""
+    rows, cols, block = _check_rows(x, residual, weight, h, out)
+    _rmsnorm_row_kernel[(rows,)](x, residual, weight, h, out, cols, eps, ADD=True,
+                                 BLOCK=block, num_warps=_warps(block))
+
+
+def add_rmsnorm_unfused_triton(x: Any, residual: Any, weight: Any, eps: float, h: Any,
+                               out: Any) -> None:
+    """Two passes: an element-wise add kernel, then the row norm kernel reading h back."""
+    rows, cols, block = _check_rows(x, residual, weight, h, out)
+    n = x.numel()
+    _add_kernel[(triton.cdiv(n, 1024),)](x, residual, h, n, BLOCK=1024, num_warps=4)
+    _rmsnorm_row_kernel[(rows,)](h, h, weight, h, out, cols, eps, ADD=False,
+                                 BLOCK=block, num_warps=_warps(block))
+
+
+# ---- decode attention ---------------------------------------------------------------------
+
+@triton.jit
+def _decode_attention_kernel(
+        q_ptr, k_ptr, v_ptr, o_ptr, table_ptr, lens_ptr, scale,
+        stride_qb, stride_qh, stride_ob, stride_oh,
+        stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+        GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    kvh = tl.program_id(1).to(tl.int64)
+    seq_len = tl.load(lens_ptr + b)
+    g = tl.arange(0, GROUP_P2)
+    d = tl.arange(0, D_P2)
+    n = tl.arange(0, BLOCK_N)
+    gd_mask = (g[:, None] < GROUP) & (d[None, :] < HEAD_DIM)
+    heads = kvh * GROUP + g
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=gd_mask, other=0.0).to(tl.float32) * scale  # (G, D)
+    m = tl.full([GROUP_P2], float("-inf"), tl.float32)
+    l_sum = tl.zeros([GROUP_P2], tl.float32)
+    acc = tl.zeros([GROUP_P2, D_P2], tl.float32)
+    for start in range(0, seq_len, BLOCK_N):
+        valid = (start + n) < seq_len
+        if PAGED:
+            blk = tl.load(table_ptr + b * stride_tb + start // BLOCK_N).to(tl.int64)
+            k_base = k_ptr + blk * stride_kb
+            v_base = v_ptr + blk * stride_vb
+            t = n  # slot inside the block
+        else:
+            k_base = k_ptr + b * stride_kb
+            v_base = v_ptr + b * stride_vb
+            t = start + n
+        nd_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
+        k = tl.load(k_base + t[:, None] * stride_kt + kvh * stride_kh + d[None, :],
+                    mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
+        s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # (G, N)
+        s = tl.where(valid[None, :], s, float("-inf"))
+        # token `start` is valid in every iteration, so m_new is finite and exp(-inf) = 0
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_sum = l_sum * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + t[:, None] * stride_vt + kvh * stride_vh + d[None, :],
+                    mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # (G, D)
+        m = m_new
+    out = acc / l_sum[:, None]
+    tl.store(o_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=gd_mask)
+
+
+def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float | None,
+                   k_strides: tuple[int, int, int], v_strides: tuple[int, int, int],
+                   kv_heads: int, block_n: int, paged: bool) -> Any:
+    bsz, heads, d = q.shape
+    if heads % kv_heads:
+        raise MeasureError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise MeasureError("Triton attention needs head_dim contiguous (stride 1)")
+    group = heads // kv_heads
+    out = torch.empty_like(q)
+    lens32 = lens.to(device=q.device, dtype=torch.int32).contiguous()
+    _decode_attention_kernel[(bsz, kv_heads)](
+        q, k, v, out, table, lens32, 1.0 / math.sqrt(d) if scale is None else scale,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_strides, *v_strides,
+        table.stride(0), GROUP=group, GROUP_P2=max(2, triton.next_power_of_2(group)),
+        HEAD_DIM=d, D_P2=triton.next_power_of_2(d), BLOCK_N=block_n, PAGED=paged,
+        num_warps=4)
+    return out
+
+
+def paged_attention_triton(q: Any, k_pool: Any, v_pool: Any, block_table: Any, seq_lens: Any,
+                           scale: float | None = None) -> Any:
+    """Decode attention through the block table; pools [num_blocks, block_size, KVH, D]."""
+    _, bs, kvh, _ = k_pool.shape
+    if bs & (bs - 1):
+        raise MeasureError(f"block_size {bs}: the Triton kernel needs a power of two")
+    table = block_table.to(dtype=torch.int32).contiguous()
+    return _launch_decode(q, k_pool, v_pool, table, seq_lens, scale,
+                          (k_pool.stride(0), k_pool.stride(1), k_pool.stride(2)),
+                          (v_pool.stride(0), v_pool.stride(1), v_pool.stride(2)),
+                          kvh, bs, True)
+
+
+def contiguous_attention_triton(q: Any, k_cache: Any, v_cache: Any, seq_lens: Any,
+                                scale: float | None = None, block_n: int = 16) -> Any:
+    """Decode attention over a padded cache [B, KVH, max_len, D], same loop as the paged one."""
+    kvh = k_cache.shape[1]
+    table = torch.zeros((1, 1), dtype=torch.int32, device=q.device)  # unused when not paged
+    return _launch_decode(q, k_cache, v_cache, table, seq_lens, scale,
+                          (k_cache.stride(0), k_cache.stride(2), k_cache.stride(1)),
+                          (v_cache.stride(0), v_cache.stride(2), v_cache.stride(1)),
+                          kvh, block_n, False)
