@@ -86,17 +86,14 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
     tb: dict[str, float] = {}
     time = 0.0
     for p in points:
-        op = p.op
-        n, kind = op.count, op.kind
-        t = p.time_s * n
+        op = p[0]  # indices as in RooflinePoint / Op: hot loop, no attribute lookups
+        n, kind = op[3], op[1]
+        t = p[7] * n
         time += t
-        if kind in fk:
-            fk[kind] += op.flops * n
-            bk[kind] += op.bytes * n
-            tk[kind] += t
-        else:
-            fk[kind], bk[kind], tk[kind] = op.flops * n, op.bytes * n, t
-        tb[p.bound] = tb.get(p.bound, 0.0) + t
+        fk[kind] = fk.get(kind, 0.0) + op[4] * n
+        bk[kind] = bk.get(kind, 0.0) + p[10] * n
+        tk[kind] = tk.get(kind, 0.0) + t
+        tb[p[8]] = tb.get(p[8], 0.0) + t
     if c.sh.pp > 1:  # per GPU: the busiest stage
         fk, bk = _busiest_stage(c, graph, points)
     flops, nbytes = sum(fk.values()), sum(bk.values())

@@ -28,6 +28,7 @@ class RooflinePoint(NamedTuple):
     time_s: float  # per instance; x op.count for the step
     bound: str  # compute | memory | comm
     ceiling: str  # spec | empirical
+    bytes: float = 0.0  # HBM bytes of one instance (op.bytes)
 
     @property
     def total_time_s(self) -> float:
@@ -62,23 +63,23 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
     out: list[RooflinePoint] = []
     append = out.append
     for op in graph.ops:
-        unit = op.unit
+        # tuple indexing: 4 flops, 5-9 the bytes, 10 dtype, 11 unit, 13 dequant (see Op)
+        unit = op[11]
         if unit == "link":
             append(_comm_point(op, hw, ceiling))
             continue
-        key = (unit, op.dtype)
+        key = (unit, op[10])
         pk = peaks.get(key)
         if pk is None:
-            pk = peaks[key] = hw.tensor_flops(op.dtype, ceiling) if unit == "tensor" else \
-                (hw.vector_flops(op.dtype), "spec")
+            pk = peaks[key] = hw.tensor_flops(op[10], ceiling) if unit == "tensor" else \
+                (hw.vector_flops(op[10]), "spec")
         peak = pk[0]
-        b = op.weight_bytes + op.act_in_bytes + op.kv_read_bytes + op.act_out_bytes + \
-            op.kv_write_bytes
-        flops = op.flops
+        b = op[5] + op[6] + op[7] + op[8] + op[9]
+        flops = op[4]
         t_c = flops / peak
         t_m = b / bw
         extra = fixed
-        if op.dequant_flops:
+        if op[13]:
             # weight-only dequantization on the vector unit: published small-batch kernels do
             # not hide it behind the weight stream (gpt-fast int8/int4, LLM-002/003)
             v = vec.get(op.dtype)
@@ -91,10 +92,10 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
             att = peak
         if t_c >= t_m:
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_c + extra,
-                                        "compute", pk[1])))
+                                        "compute", pk[1], b)))
         else:
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_m + extra,
-                                        "memory", bw_src)))
+                                        "memory", bw_src, b)))
     return tuple(out)
 
 

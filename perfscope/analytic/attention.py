@@ -36,20 +36,45 @@ def cached_tokens(tokens: int, W: int | None) -> int:
     return tokens if W is None else min(tokens, W)
 
 
-def attention_ops(c: Ctx, layer: int, window: int | None) -> list[Op]:
-    if c.m.mla is not None:
-        return _mla_ops(c, layer, window)
+def attention_pre(c: Ctx, layer: int) -> list[Op]:
+    """Projections before the attention core (the same for every window)."""
     m, sh = c.m, c.sh
+    if m.mla is not None:
+        return _mla_pre(c, layer)
     H, KV, d, h, N = sh.heads, sh.kv_heads, m.head_dim, m.hidden, c.N
     ops = [gemm(c, "attn.qkv_proj", N, (H + 2 * KV) * d, h, layer, bias=m.qkv_bias)]
     if m.qk_norm:
         ops.append(norm(c, "attn.qk_norm", N, (H + KV) * d, layer))
     if m.positional == "rope" and m.rotary_dim:
         ops.append(_rotary(c, N, (H + KV) * m.rotary_dim, m.rotary_dim, layer))
-    ops += _core(c, layer, window, H, KV, d, d, kv_elems=2 * KV * d, kv_from_act_elems=2 * KV * d)
-    ops.append(gemm(c, "attn.o_proj", N, h, H * d, layer, bias=m.o_bias))
+    return ops
+
+
+def attention_core(c: Ctx, layer: int, window: int | None) -> list[Op]:
+    """The attention itself for layers with this window (None: full attention)."""
+    m, sh = c.m, c.sh
+    if m.mla is not None:
+        return _mla_core(c, layer, window)
+    KV, d = sh.kv_heads, m.head_dim
+    return _core(c, layer, window, sh.heads, KV, d, d, kv_elems=2 * KV * d,
+                 kv_from_act_elems=2 * KV * d)
+
+
+def attention_post(c: Ctx, layer: int) -> list[Op]:
+    """Output projection and the TP all-reduce that follows it."""
+    m, sh = c.m, c.sh
+    ops = []
+    if m.mla is not None:
+        a = m.mla
+        if _absorb(c):
+            ops.append(gemm(c, "attn.v_up", c.N, a.v_head_dim, a.kv_lora_rank, layer,
+                            groups=sh.heads, tokens=c.N * sh.heads))
+        ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, sh.heads * a.v_head_dim, layer))
+    else:
+        ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, sh.heads * m.head_dim, layer,
+                        bias=m.o_bias))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
+        ops.append(all_reduce("tp.attn_allreduce", c.N * m.hidden * c.ab, sh.tp, c.reps, layer))
     return ops
 
 
@@ -98,12 +123,15 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
     ]
 
 
-def _mla_ops(c: Ctx, layer: int, W: int | None) -> list[Op]:
+def _absorb(c: Ctx) -> bool:
+    return c.s.mla_absorb if c.s.mla_absorb is not None else c.s.phase == "decode"
+
+
+def _mla_pre(c: Ctx, layer: int) -> list[Op]:
     m, sh = c.m, c.sh
     a = m.mla
     assert a is not None
     H, h, N = sh.heads, m.hidden, c.N
-    absorb = c.s.mla_absorb if c.s.mla_absorb is not None else c.s.phase == "decode"
     latent = a.kv_lora_rank + a.qk_rope_head_dim
     ops: list[Op] = []
     if a.q_lora_rank:
@@ -116,29 +144,32 @@ def _mla_ops(c: Ctx, layer: int, W: int | None) -> list[Op]:
     ops += [gemm(c, "attn.kv_a_proj", N, latent, h, layer),
             norm(c, "attn.kv_a_norm", N, a.kv_lora_rank, layer),
             _rotary(c, N, (H + 1) * a.qk_rope_head_dim, a.qk_rope_head_dim, layer)]
-    if absorb:
-        # q_nope (H x 128) -> latent (H x 512) per head, then attention over the latent
+    if _absorb(c):
+        # q_nope (H x 128) -> latent (H x 512) per head: attention then runs on the latent
         ops.append(gemm(c, "attn.q_absorb", N, a.kv_lora_rank, a.qk_nope_head_dim, layer,
                         groups=H, tokens=N * H))
-        ops += _core(c, layer, W, H, 1, latent, a.kv_lora_rank, kv_elems=latent,
-                     kv_from_act_elems=latent)
-        ops.append(gemm(c, "attn.v_up", N, a.v_head_dim, a.kv_lora_rank, layer, groups=H,
-                        tokens=N * H))
     else:
         # up-project every attended token's latent (the cached context too in chunked prefill)
-        rows = c.B * (c.C0 + c.T)
-        ops.append(gemm(c, "attn.kv_b_proj", rows, H * (a.qk_nope_head_dim + a.v_head_dim),
-                        a.kv_lora_rank, layer))
-        kv_act = H * (a.qk_head_dim + a.v_head_dim)
-        core = _core(c, layer, W, H, H, a.qk_head_dim, a.v_head_dim, kv_elems=latent,
-                     kv_from_act_elems=kv_act)
-        if c.C0:  # K/V come from the up-projection, not the cache: re-price the reads
-            core = [_from_act(op, c, rows * kv_act * c.ab, rows * latent * c.kvb) for op in core]
-        ops += core
-    ops.append(gemm(c, "attn.o_proj", N, h, H * a.v_head_dim, layer))
-    if sh.tp > 1:
-        ops.append(all_reduce("tp.attn_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
+        ops.append(gemm(c, "attn.kv_b_proj", c.B * (c.C0 + c.T),
+                        H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank, layer))
     return ops
+
+
+def _mla_core(c: Ctx, layer: int, W: int | None) -> list[Op]:
+    a = c.m.mla
+    assert a is not None
+    H = c.sh.heads
+    latent = a.kv_lora_rank + a.qk_rope_head_dim
+    if _absorb(c):
+        return _core(c, layer, W, H, 1, latent, a.kv_lora_rank, kv_elems=latent,
+                     kv_from_act_elems=latent)
+    kv_act = H * (a.qk_head_dim + a.v_head_dim)
+    core = _core(c, layer, W, H, H, a.qk_head_dim, a.v_head_dim, kv_elems=latent,
+                 kv_from_act_elems=kv_act)
+    if c.C0:  # K/V come from the up-projection, not the cache: re-price the reads
+        rows = c.B * (c.C0 + c.T)
+        core = [_from_act(op, c, rows * kv_act * c.ab, rows * latent * c.kvb) for op in core]
+    return core
 
 
 def _from_act(op: Op, c: Ctx, act_bytes: float, cache_bytes: float) -> Op:

@@ -84,6 +84,17 @@ def layer_weight_bytes(c: Ctx, layer: int) -> float:
     return total
 
 
+def _layer_weight_bytes_memo(c: Ctx, layer: int) -> float:
+    sh, w = c.sh, c.wfmt
+    key = ("layer_weight_bytes", c.m.is_moe_layer(layer), sh.heads, sh.kv_heads,
+           sh.intermediate, sh.expert_intermediate, sh.experts, sh.shared_intermediate,
+           w.dtype, w.group_size, c.hfmt.dtype)
+    v = c.m.memo.get(key)
+    if v is None:
+        v = c.m.memo[key] = layer_weight_bytes(c, layer)
+    return v
+
+
 def kv_bytes_per_token(c: Ctx, layer: int) -> float:
     """Cached bytes per token of one sequence in one layer on one rank."""
     if c.m.mla:  # the latent and rotary key, shared by all heads: every TP rank holds it all
@@ -94,7 +105,7 @@ def kv_bytes_per_token(c: Ctx, layer: int) -> float:
 def memory(c: Ctx, graph: OpGraph, capacity: float, reserve: float) -> MemoryReport:
     m, sh = c.m, c.sh
     tokens = c.s.tokens_after
-    per_layer = [(layer_weight_bytes(c, layers[0]),
+    per_layer = [(_layer_weight_bytes_memo(c, layers[0]),
                   c.B * cached_tokens(tokens, win) * kv_bytes_per_token(c, layers[0]), layers)
                  for (_, win), layers in m.layer_groups]
     best = None

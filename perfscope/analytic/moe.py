@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from perfscope.analytic.common import ACT_FLOPS, Ctx, elementwise, gemm
 from perfscope.analytic.ops import Op
-from perfscope.analytic.parallel import all_reduce
 
 
 def expected_experts(n_experts: int, top_k: int, tokens: float) -> float:
@@ -24,7 +23,8 @@ def _act(c: Ctx, name: str, tokens: float, width: int, layer: int) -> Op:
 
 
 def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
-            tokens: float | None = None, allreduce: bool = True) -> list[Op]:
+            tokens: float | None = None) -> list[Op]:
+    """Dense MLP on one rank (the TP all-reduce after it is added by the layer builder)."""
     m = c.m
     I = width if width is not None else c.sh.intermediate
     N = c.N if tokens is None else tokens
@@ -33,8 +33,6 @@ def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
                 m.hidden, layer, bias=m.mlp_bias),
            _act(c, f"{prefix}.act", N, I, layer),
            gemm(c, f"{prefix}.down_proj", N, m.hidden, I, layer, bias=m.mlp_bias)]
-    if allreduce and c.sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * m.hidden * c.ab, c.sh.tp, c.reps, layer))
     return ops
 
 
@@ -62,9 +60,7 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     # weighted sum of each token's k expert outputs: k multiply-adds per element
     ops.append(elementwise(c, "moe.combine", N, h, layer, flops_per=2 * k, n_in=k / sh.ep + 1))
     if e.shared_intermediate:
-        ops += mlp_ops(c, layer, sh.shared_intermediate, prefix="moe.shared", allreduce=False)
+        ops += mlp_ops(c, layer, sh.shared_intermediate, prefix="moe.shared")
         if e.shared_expert_gate:
             ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, weights=c.hfmt))
-    if sh.tp > 1:
-        ops.append(all_reduce("tp.mlp_allreduce", N * h * c.ab, sh.tp, c.reps, layer))
     return ops

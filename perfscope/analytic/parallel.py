@@ -76,22 +76,25 @@ def shard(m: ModelSpec, s: Scenario) -> Shard:
                  -(-m.vocab // tp), tuple(stages))
 
 
+def _comm(name: str, collective: str, msg_bytes: float, ranks: int, count: int,
+          layer: int | None) -> Op:
+    return tuple.__new__(Op, (name, "comm", layer, count, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "",
+                              "link", {"bytes": int(msg_bytes), "ranks": ranks}, 0.0,
+                              collective, msg_bytes, ranks))
+
+
 def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
     """Ring all-reduce of ``msg_bytes`` per rank: each rank sends and receives 2(p-1)/p of it."""
-    return Op(name, "comm", layer, count, flops=0.0,
-              unit="link", comm="all_reduce", comm_bytes=msg_bytes, ranks=ranks,
-              shape={"bytes": int(msg_bytes), "ranks": ranks})
+    return _comm(name, "all_reduce", msg_bytes, ranks, count, layer)
 
 
 def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
     """Ring all-gather; ``msg_bytes`` is the gathered size: (p-1)/p of it crosses each link."""
-    return Op(name, "comm", layer, count, flops=0.0, unit="link", comm="all_gather",
-              comm_bytes=msg_bytes, ranks=ranks, shape={"bytes": int(msg_bytes), "ranks": ranks})
+    return _comm(name, "all_gather", msg_bytes, ranks, count, layer)
 
 
 def p2p(name: str, msg_bytes: float, count: int) -> Op:
-    return Op(name, "comm", None, count, flops=0.0, unit="link", comm="p2p",
-              comm_bytes=msg_bytes, ranks=2, shape={"bytes": int(msg_bytes), "ranks": 2})
+    return _comm(name, "p2p", msg_bytes, 2, count, None)
 
 
 def link_bytes(op: Op) -> float:

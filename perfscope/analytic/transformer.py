@@ -6,41 +6,82 @@ built once from their first layer and carry the number of such layers as ``count
 
 from __future__ import annotations
 
-from perfscope.analytic.attention import attention_ops
+from perfscope.analytic.attention import attention_core, attention_post, attention_pre
 from perfscope.analytic.common import Ctx, elementwise, gemm, make_ctx, norm, residual
 from perfscope.analytic.moe import mlp_ops, moe_ops
-from perfscope.analytic.ops import Op, OpGraph
+from perfscope.analytic.ops import Op, OpGraph, make_op
 from perfscope.analytic.parallel import all_gather, all_reduce, p2p, shard
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Precision, Scenario
 
+_new = tuple.__new__
 
-def layer_ops(c: Ctx, layer: int) -> list[Op]:
-    m, h = c.m, c.m.hidden
-    fused = c.s.fused_norm
-    ops = [norm(c, "attn.norm", c.N, h, layer, fused_add=fused)]
-    ops += attention_ops(c, layer, m.window(layer))
+
+def _with_reps(c: Ctx, reps: int) -> Ctx:
+    """``c._replace(reps=reps)`` without NamedTuple._replace's overhead (reps is last)."""
+    return _new(Ctx, (*c[:-1], reps))
+
+
+def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
+    """The ops of all layers and the layer indices each stands for.
+
+    Layers differ only in their attention window (sliding vs global) and their feed-forward
+    (dense MLP vs MoE): those parts are built once per variant, everything else once for all
+    layers. With more than one window, the window-specific ops carry a tag in their name
+    (``attn.core@sliding``).
+    """
+    h, fused = m.hidden, c.s.fused_norm
+    every = tuple(range(m.n_layers))
+    windows: dict[int | None, list[int]] = {}
+    ffns: dict[bool, list[int]] = {}
+    for (moe, win), layers in m.layer_groups:
+        windows.setdefault(win, []).extend(layers)
+        ffns.setdefault(moe, []).extend(layers)
+    call = _with_reps(c, m.n_layers)
+    ops: list[Op] = []
+    sets: list[tuple[int, ...]] = []
+
+    def add(new: list[Op], layers: tuple[int, ...]) -> None:
+        ops.extend(new)
+        sets.extend([layers] * len(new))
+
+    add([norm(call, "attn.norm", c.N, h, 0, fused_add=fused), *attention_pre(call, 0)], every)
+    for win, layers in windows.items():
+        lt = tuple(sorted(layers))
+        core = attention_core(_with_reps(c, len(lt)), lt[0], win)
+        if len(windows) > 1:
+            tag = "@sliding" if win else "@global"
+            core = [_new(Op, (op[0] + tag, *op[1:])) for op in core]
+        add(core, lt)
+    tail = attention_post(call, 0)
     if m.norms_per_layer == 4:
-        ops.append(norm(c, "attn.post_norm", c.N, h, layer))
+        tail.append(norm(call, "attn.post_norm", c.N, h, 0))
     if not fused:
-        ops.append(residual(c, "attn.residual", layer))
-    ops.append(norm(c, "mlp.norm", c.N, h, layer, fused_add=fused))
-    ops += moe_ops(c, layer) if m.is_moe_layer(layer) else mlp_ops(c, layer)
+        tail.append(residual(call, "attn.residual", 0))
+    tail.append(norm(call, "mlp.norm", c.N, h, 0, fused_add=fused))
+    add(tail, every)
+    for moe, layers in ffns.items():
+        lt = tuple(sorted(layers))
+        cg = _with_reps(c, len(lt))
+        add(moe_ops(cg, lt[0]) if moe else mlp_ops(cg, lt[0]), lt)
+    tail = []
+    if c.sh.tp > 1:
+        tail.append(all_reduce("tp.mlp_allreduce", c.N * h * c.ab, c.sh.tp, m.n_layers, 0))
     if m.norms_per_layer == 4:
-        ops.append(norm(c, "mlp.post_norm", c.N, h, layer))
+        tail.append(norm(call, "mlp.post_norm", c.N, h, 0))
     if not fused:
-        ops.append(residual(c, "mlp.residual", layer))
-    return ops
+        tail.append(residual(call, "mlp.residual", 0))
+    add(tail, every)
+    return ops, sets
 
 
 def _head_ops(c: Ctx) -> list[Op]:
     m, sh, h = c.m, c.sh, c.m.hidden
     ops = []
     # vocab-parallel embedding: each rank gathers the rows it owns (~1/tp of the tokens)
-    ops.append(Op("embed", "embedding", None, 1, flops=c.N * h if m.embed_scale else 0.0,
-                  weight_bytes=c.N * h * c.hfmt.bits / 8 / sh.tp, act_out_bytes=c.N * h * c.ab,
-                  dtype=c.store, unit="vector", shape={"tokens": c.N, "width": h,
-                                                       "vocab": sh.vocab}))
+    ops.append(make_op("embed", "embedding", None, 1, c.N * h if m.embed_scale else 0.0,
+                       c.N * h * c.hfmt.bits / 8 / sh.tp, 0.0, c.N * h * c.ab, 0.0, 0.0,
+                       c.store, "vector", {"tokens": c.N, "width": h, "vocab": sh.vocab}))
     if sh.tp > 1:
         ops.append(all_reduce("tp.embed_allreduce", c.N * h * c.ab, sh.tp, 1, None))
     if m.positional == "learned":
@@ -62,25 +103,12 @@ def _tail_ops(c: Ctx) -> list[Op]:
     return ops
 
 
-def _same(a: Op, b: Op) -> bool:
-    return (a.flops, a.bytes, a.shape) == (b.flops, b.bytes, b.shape)
-
-
 def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     """The ops of one step on one GPU, and the context they were built in."""
     c = make_ctx(m, s, p, shard(m, s))
-    groups = m.layer_groups
-    if len(groups) == 1:
-        layers = groups[0][1]
-        merged = layer_ops(c._replace(reps=len(layers)), layers[0])
-        layer_sets = [layers] * len(merged)
-    else:
-        built = [(layers, layer_ops(c._replace(reps=len(layers)), layers[0]))
-                 for _, layers in groups]
-        merged, layer_sets = _merge(built, [k for k, _ in groups])
-
+    layer_ops, layer_sets = _layer_ops(c, m)
     head, tail = _head_ops(c), _tail_ops(c)
-    ops_all = head + merged + tail
+    ops_all = head + layer_ops + tail
     sets: list[tuple[int, ...] | None] = [None] * len(head) + list(layer_sets) + \
         [None] * len(tail)
     if s.pp > 1:
@@ -89,43 +117,3 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     graph = OpGraph(tuple(ops_all), stage_layers=tuple(len(r) for r in c.sh.stages),
                     op_layers=tuple(sets))
     return graph, c
-
-
-def _merge(built, keys) -> tuple[list[Op], list[tuple[int, ...]]]:
-    """Ops identical across groups merge (counts add up); ops of the same name that differ
-    (sliding vs global attention) get the group's tag: ``attn.core@sliding``."""
-    windows = {k[1] for k in keys}
-    moes = {k[0] for k in keys}
-
-    def tag(key: tuple[bool, int | None]) -> str:
-        parts = []
-        if len(moes) > 1:
-            parts.append("moe" if key[0] else "dense")
-        if len(windows) > 1:
-            parts.append("sliding" if key[1] else "global")
-        return "-".join(parts)
-
-    first: dict[str, Op] = {}
-    clash: set[str] = set()
-    for _, ops in built:
-        for op in ops:
-            f = first.setdefault(op.name, op)
-            if f is not op and not _same(f, op):
-                clash.add(op.name)
-    out: dict[str, list] = {}  # name -> [op, layers]
-    for (layers, ops), key in zip(built, keys, strict=True):
-        for op in ops:
-            if op.name in clash:
-                op = op._replace(name=f"{op.name}@{tag(key)}")
-            slot = out.get(op.name)
-            if slot is None:
-                out[op.name] = [op, layers]
-            else:
-                slot[1] = slot[1] + layers
-    merged, sets = [], []
-    for op, ls in out.values():
-        if len(ls) != op.count:
-            op = op._replace(count=len(ls), layer=min(ls))
-        merged.append(op)
-        sets.append(ls)
-    return merged, sets

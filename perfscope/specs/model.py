@@ -79,6 +79,8 @@ class ModelSpec:
     # derived: layers grouped by structure, ((is_moe, window), (layer indices...)), in order
     layer_groups: tuple[tuple[tuple[bool, int | None], tuple[int, ...]], ...] = field(
         default=(), init=False, compare=False, repr=False)
+    # memo of pure derived figures (per-rank weight bytes of a layer type, ...), filled lazily
+    memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         groups: dict[tuple[bool, int | None], list[int]] = {}
