@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from perfscope.analytic.common import Ctx
 from perfscope.analytic.memory import MemoryReport, memory
 from perfscope.analytic.ops import OpGraph
 from perfscope.analytic.transformer import build_graph
 from perfscope.errors import InputError
-from perfscope.roofline import RooflinePoint, roofline
+from perfscope.roofline import RooflinePoint, Sums, place
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Precision, Scenario, resolve_precision
@@ -19,8 +18,7 @@ from perfscope.specs.scenario import Precision, Scenario, resolve_precision
 SCHEMA = "perfscope.analysis/1"
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(NamedTuple):
     """Per GPU (busiest pipeline stage) FLOPs and bytes; ``time_s`` is the step's wall time
     for the whole group (PP: the sum over stages plus transfers)."""
 
@@ -36,8 +34,10 @@ class Totals:
     tokens_per_s: float  # new tokens of the whole batch per second of this step
 
 
-@dataclass(frozen=True, slots=True)
-class Analysis:
+class Analysis(NamedTuple):
+    """The result of ``analyze``. Immutable (a NamedTuple, like Op and RooflinePoint: these
+    records are built on every call and a frozen dataclass costs several microseconds)."""
+
     model: ModelSpec
     hw: HardwareSpec
     scenario: Scenario
@@ -72,28 +72,16 @@ def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
                          "(max_position_embeddings); shorten them")
     prec = resolve_precision(s, hw.has_dtype)
     graph, ctx = build_graph(model, s, prec)
-    points = roofline(graph, hw, s.ceiling)
-    mem = memory(ctx, graph, hw.memory_bytes, s.memory_reserve)
-    totals = _totals(ctx, graph, points, hw)
+    points, sums = place(graph, hw, s.ceiling)
+    mem = memory(ctx, sums.act_peak_bytes, hw.memory_bytes, s.memory_reserve)
+    totals = _totals(ctx, graph, points, sums, hw)
     return Analysis(model, hw, s, prec, graph, points, totals, mem)
 
 
-def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...],
+def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sums,
             hw: HardwareSpec) -> Totals:
-    fk: dict[str, float] = {}
-    bk: dict[str, float] = {}
-    tk: dict[str, float] = {}
-    tb: dict[str, float] = {}
-    time = 0.0
-    for p in points:
-        op = p[0]  # indices as in RooflinePoint / Op: hot loop, no attribute lookups
-        n, kind = op[3], op[1]
-        t = p[7] * n
-        time += t
-        fk[kind] = fk.get(kind, 0.0) + op[4] * n
-        bk[kind] = bk.get(kind, 0.0) + p[10] * n
-        tk[kind] = tk.get(kind, 0.0) + t
-        tb[p[8]] = tb.get(p[8], 0.0) + t
+    fk, bk, tk, tb, time = (sums.flops_by_kind, sums.bytes_by_kind, sums.time_by_kind,
+                            sums.time_by_bound, sums.time_s)
     if c.sh.pp > 1:  # per GPU: the busiest stage
         fk, bk = _busiest_stage(c, graph, points)
     flops, nbytes = sum(fk.values()), sum(bk.values())

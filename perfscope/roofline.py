@@ -53,20 +53,49 @@ def kernel_overhead(hw: HardwareSpec, ceiling: str) -> float:
     return DEFAULT_KERNEL_OVERHEAD_S
 
 
+class Sums(NamedTuple):
+    """What one pass over the points also adds up (all x op.count)."""
+
+    time_s: float
+    flops_by_kind: dict[str, float]
+    bytes_by_kind: dict[str, float]
+    time_by_kind: dict[str, float]
+    time_by_bound: dict[str, float]
+    act_peak_bytes: float  # largest inputs + outputs of one compute op
+
+
 def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[RooflinePoint, ...]:
     """One point per op. Per instance: time = max(compute, memory) + dequantization + the
     fixed kernel overhead (empirical ceilings only); comm ops: the link's alpha-beta time."""
+    return place(graph, hw, ceiling)[0]
+
+
+def place(graph: OpGraph, hw: HardwareSpec,
+          ceiling: str = "spec") -> tuple[tuple[RooflinePoint, ...], Sums]:
+    """``roofline`` plus the step's sums, in the same single pass over the ops."""
     bw, bw_src = hw.memory_bandwidth(ceiling)
     fixed = kernel_overhead(hw, ceiling)
     peaks: dict[tuple[str, str], tuple[float, str]] = {}
     vec: dict[str, float] = {}
     out: list[RooflinePoint] = []
     append = out.append
+    fk: dict[str, float] = {}
+    bk: dict[str, float] = {}
+    tk: dict[str, float] = {}
+    tb = {"compute": 0.0, "memory": 0.0, "comm": 0.0}
+    total = act = 0.0
     for op in graph.ops:
-        # tuple indexing: 4 flops, 5-9 the bytes, 10 dtype, 11 unit, 13 dequant (see Op)
-        unit = op[11]
+        # tuple indexing: 1 kind, 3 count, 4 flops, 5-9 bytes, 10 dtype, 11 unit, 13 dequant
+        kind, n, unit = op[1], op[3], op[11]
         if unit == "link":
-            append(_comm_point(op, hw, ceiling))
+            p = _comm_point(op, hw, ceiling)
+            append(p)
+            t = p[7] * n
+            total += t
+            fk[kind] = fk.get(kind, 0.0)
+            bk[kind] = bk.get(kind, 0.0)
+            tk[kind] = tk.get(kind, 0.0) + t
+            tb["comm"] += t
             continue
         key = (unit, op[10])
         pk = peaks.get(key)
@@ -74,7 +103,10 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
             pk = peaks[key] = hw.tensor_flops(op[10], ceiling) if unit == "tensor" else \
                 (hw.vector_flops(op[10]), "spec")
         peak = pk[0]
-        b = op[5] + op[6] + op[7] + op[8] + op[9]
+        io = op[6] + op[7]
+        if io > act:
+            act = io
+        b = op[5] + io + op[8] + op[9]
         flops = op[4]
         t_c = flops / peak
         t_m = b / bw
@@ -82,21 +114,30 @@ def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[R
         if op[13]:
             # weight-only dequantization on the vector unit: published small-batch kernels do
             # not hide it behind the weight stream (gpt-fast int8/int4, LLM-002/003)
-            v = vec.get(op.dtype)
+            v = vec.get(op[10])
             if v is None:
-                v = vec[op.dtype] = hw.vector_flops(op.dtype)
-            extra += op.dequant_flops / v
+                v = vec[op[10]] = hw.vector_flops(op[10])
+            extra += op[13] / v
         inten = flops / b if b else 0.0
         att = inten * bw
         if att > peak:
             att = peak
         if t_c >= t_m:
-            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_c + extra,
-                                        "compute", pk[1], b)))
+            time = t_c + extra
+            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "compute",
+                                        pk[1], b)))
+            tb["compute"] += time * n
         else:
-            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, t_m + extra,
-                                        "memory", bw_src, b)))
-    return tuple(out)
+            time = t_m + extra
+            append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "memory",
+                                        bw_src, b)))
+            tb["memory"] += time * n
+        t = time * n
+        total += t
+        fk[kind] = fk.get(kind, 0.0) + flops * n
+        bk[kind] = bk.get(kind, 0.0) + b * n
+        tk[kind] = tk.get(kind, 0.0) + t
+    return tuple(out), Sums(total, fk, bk, tk, tb, act)
 
 
 def _comm_point(op: Op, hw: HardwareSpec, ceiling: str) -> RooflinePoint:

@@ -72,6 +72,17 @@ class QuantFormat:
         return f"{self.dtype}-g{self.group_size}" if self.group_size else self.dtype
 
 
+_FORMATS: dict[tuple[str, int | None], QuantFormat] = {}
+
+
+def quant_format(dtype: str, group_size: int | None = None) -> QuantFormat:
+    """Shared QuantFormat instances (they are immutable): no construction on the hot path."""
+    f = _FORMATS.get((dtype, group_size))
+    if f is None:
+        f = _FORMATS[(dtype, group_size)] = QuantFormat(dtype, group_size)
+    return f
+
+
 def check_dtype(value: str, allowed: tuple[str, ...], flag: str) -> str:
     v = value.lower().strip()
     aliases = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",

@@ -8,7 +8,7 @@ from perfscope.analytic.ops import Op, make_op
 from perfscope.analytic.parallel import Shard
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Precision, Scenario
-from perfscope.units import DTYPE_BITS, QuantFormat
+from perfscope.units import DTYPE_BITS, QuantFormat, quant_format
 
 # FLOPs per element of each activation (exp/tanh/erf counted as one op, as most analysers do):
 # silu x*sigmoid(x) = neg, exp, add, div -> 4; relu 1; gelu(erf) x*0.5*(1+erf(x/sqrt2)) -> 5;
@@ -34,6 +34,10 @@ class Ctx(NamedTuple):
     store: str  # dtype of activations between GEMMs
     wfmt: QuantFormat  # linear-layer weights
     hfmt: QuantFormat  # embeddings, LM head, router, norms (kept at 16 bits)
+    w_bpe: float  # bytes per linear-layer weight element, group scales included
+    w_row: float  # extra bytes per output row (per-channel scales)
+    w_deq: bool  # weight-only quantized: dequantized in the kernel
+    h_bpe: float  # bytes per element of the 16-bit weights (embeddings, LM head, router)
     reps: int = 1  # layers the ops being built stand for (their Op.count)
 
 
@@ -46,31 +50,42 @@ def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
         store = p.kv if p.kv in ("bf16", "fp16") else "bf16"
     ab = DTYPE_BITS[store] / 8
     hdt = store if p.weight.dtype not in ("fp32",) else "fp32"
-    return Ctx(m, s, p, sh, B=s.batch, T=s.new_tokens, C0=s.cached_before,
-               N=s.batch * s.new_tokens, ab=ab, gb=DTYPE_BITS[p.act] / 8,
-               kvb=DTYPE_BITS[p.kv] / 8, store=store, wfmt=p.weight, hfmt=QuantFormat(hdt))
+    w = p.weight
+    T = s.new_tokens
+    bpe = _BPE.get(w)
+    if bpe is None:  # bytes per element, and per output row (per-channel scales)
+        bpe = _BPE[w] = (w.bits_per_element() / 8, w.bytes_for(1, 1) - w.bits_per_element() / 8)
+    return Ctx(m, s, p, sh, s.batch, T, s.cached_before, s.batch * T, ab,
+               DTYPE_BITS[p.act] / 8, DTYPE_BITS[p.kv] / 8, store, w, quant_format(hdt),
+               bpe[0], bpe[1], w.quantized and w.dtype != p.compute, DTYPE_BITS[hdt] / 8)
+
+
+_BPE: dict[QuantFormat, tuple[float, float]] = {}
 
 
 def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *,
-         bias: bool = False, groups: float = 1, weights: QuantFormat | None = None,
-         tokens: float | None = None, out_bytes: float | None = None) -> Op:
+         bias: bool = False, groups: float = 1, head: bool = False,
+         tokens: float | None = None) -> Op:
     """Y[m, n] = X[m, k] @ W[n, k]^T (+ b), ``groups`` times (one per expert).
 
     FLOPs 2mnk per group (+ mn for the bias). Bytes: W once per group, X in and Y out.
     ``tokens`` overrides the total rows (experts: assignments spread over the groups).
+    ``head``: a 16-bit weight kept out of quantization (LM head, router).
     """
-    w = weights or c.wfmt
     rows = tokens if tokens is not None else m * groups
     flops = 2.0 * rows * n * k + (rows * n if bias else 0.0)
-    wbytes = groups * (w.bytes_for(n, k) + (n * c.ab if bias else 0.0))
-    in_b = c.gb if w is c.wfmt else c.ab
-    deq = 2.0 * groups * n * k if (w.quantized and w.dtype != c.p.compute) else 0.0
+    if head:
+        wbytes = groups * (n * k * c.h_bpe + (n * c.ab if bias else 0.0))
+        in_b, deq, dtype = c.ab, 0.0, c.store
+    else:
+        wbytes = groups * (n * k * c.w_bpe + n * c.w_row + (n * c.ab if bias else 0.0))
+        in_b, dtype = c.gb, c.p.compute
+        deq = 2.0 * groups * n * k if c.w_deq else 0.0
     shape = {"m": max(1, round(m)), "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
-    return make_op(name, "gemm", layer, c.reps, flops, wbytes, rows * k * in_b,
-                   rows * n * (out_bytes if out_bytes is not None else c.ab), 0.0, 0.0,
-                   c.p.compute if w is c.wfmt else c.store, "tensor", shape, deq)
+    return make_op(name, "gemm", layer, c.reps, flops, wbytes, rows * k * in_b, rows * n * c.ab,
+                   0.0, 0.0, dtype, "tensor", shape, deq)
 
 
 def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,

@@ -8,16 +8,14 @@ bits, as quantized checkpoints served by vLLM keep them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from perfscope.analytic.attention import cached_tokens
 from perfscope.analytic.common import Ctx
-from perfscope.analytic.ops import OpGraph
 from perfscope.units import QuantFormat
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryReport:
+class MemoryReport(NamedTuple):
     weights_bytes: float
     kv_cache_bytes: float
     activation_peak_bytes: float
@@ -102,7 +100,8 @@ def kv_bytes_per_token(c: Ctx, layer: int) -> float:
     return 2 * c.sh.kv_heads * c.m.head_dim * c.kvb
 
 
-def memory(c: Ctx, graph: OpGraph, capacity: float, reserve: float) -> MemoryReport:
+def memory(c: Ctx, largest_op_io: float, capacity: float, reserve: float) -> MemoryReport:
+    """``largest_op_io``: the largest inputs + outputs of one op (roofline.Sums)."""
     m, sh = c.m, c.sh
     tokens = c.s.tokens_after
     per_layer = [(_layer_weight_bytes_memo(c, layers[0]),
@@ -115,7 +114,7 @@ def memory(c: Ctx, graph: OpGraph, capacity: float, reserve: float) -> MemoryRep
             n = len(layers) if sh.pp == 1 else sum(1 for i in layers if i in stage)
             w += lw * n
             kv += lkv * n
-        hb = c.hfmt.bits / 8
+        hb = c.h_bpe
         if si == 0:
             w += sh.vocab * m.hidden * hb + m.learned_pos_rows * m.hidden * hb
         if si == len(sh.stages) - 1:
@@ -127,8 +126,7 @@ def memory(c: Ctx, graph: OpGraph, capacity: float, reserve: float) -> MemoryRep
     assert best is not None
     weights, kv = best
     # live activations: the largest op's inputs and outputs plus the residual stream
-    act = max((op.act_in_bytes + op.act_out_bytes for op in graph.ops if op.unit != "link"),
-              default=0.0) + c.N * m.hidden * c.ab
+    act = largest_op_io + c.N * m.hidden * c.ab
     usable = capacity * (1 - reserve)
     per_seq = (kv + act) / c.B
     max_batch = max(0, math.floor((usable - weights) / per_seq)) if per_seq > 0 else 0

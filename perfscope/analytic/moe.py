@@ -42,7 +42,7 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     assert e is not None
     N, h = c.N, m.hidden
     E, k = e.n_experts, e.top_k
-    router = gemm(c, "moe.router", N, E, h, layer, weights=c.hfmt)
+    router = gemm(c, "moe.router", N, E, h, layer, head=True)
     topk = elementwise(c, "moe.topk", N, E, layer, flops_per=6, n_in=1, n_out=0)
     ops = [router, topk]
     # Routed experts on this rank: assignments spread evenly over the EP groups; each
@@ -62,5 +62,5 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     if e.shared_intermediate:
         ops += mlp_ops(c, layer, sh.shared_intermediate, prefix="moe.shared")
         if e.shared_expert_gate:
-            ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, weights=c.hfmt))
+            ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, head=True))
     return ops

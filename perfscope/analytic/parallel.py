@@ -35,7 +35,15 @@ def _divisors(n: int) -> str:
 
 
 def shard(m: ModelSpec, s: Scenario) -> Shard:
-    tp, pp, ep = s.tp, s.pp, s.ep
+    """How the model splits over tp x pp GPUs (memoized on the model: pure in (tp, pp, ep))."""
+    key = ("shard", s.tp, s.pp, s.ep)
+    sh = m.memo.get(key)
+    if sh is None:
+        sh = m.memo[key] = _shard(m, s.tp, s.pp, s.ep)
+    return sh
+
+
+def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
     if m.n_heads % tp:
         raise InputError(f"--tp {tp} does not divide the {m.n_heads} attention heads of "
                          f"{m.name}; use one of {_divisors(m.n_heads)}")

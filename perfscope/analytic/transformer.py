@@ -31,12 +31,9 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
     (``attn.core@sliding``).
     """
     h, fused = m.hidden, c.s.fused_norm
-    every = tuple(range(m.n_layers))
-    windows: dict[int | None, list[int]] = {}
-    ffns: dict[bool, list[int]] = {}
-    for (moe, win), layers in m.layer_groups:
-        windows.setdefault(win, []).extend(layers)
-        ffns.setdefault(moe, []).extend(layers)
+    windows, ffns = m.window_groups, m.ffn_groups
+    every = windows[0][1] if len(windows) == 1 else ffns[0][1] if len(ffns) == 1 else \
+        tuple(range(m.n_layers))
     call = _with_reps(c, m.n_layers)
     ops: list[Op] = []
     sets: list[tuple[int, ...]] = []
@@ -46,8 +43,7 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
         sets.extend([layers] * len(new))
 
     add([norm(call, "attn.norm", c.N, h, 0, fused_add=fused), *attention_pre(call, 0)], every)
-    for win, layers in windows.items():
-        lt = tuple(sorted(layers))
+    for win, lt in windows:
         core = attention_core(_with_reps(c, len(lt)), lt[0], win)
         if len(windows) > 1:
             tag = "@sliding" if win else "@global"
@@ -60,8 +56,7 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
         tail.append(residual(call, "attn.residual", 0))
     tail.append(norm(call, "mlp.norm", c.N, h, 0, fused_add=fused))
     add(tail, every)
-    for moe, layers in ffns.items():
-        lt = tuple(sorted(layers))
+    for moe, lt in ffns:
         cg = _with_reps(c, len(lt))
         add(moe_ops(cg, lt[0]) if moe else mlp_ops(cg, lt[0]), lt)
     tail = []
@@ -97,7 +92,7 @@ def _tail_ops(c: Ctx) -> list[Op]:
     elif c.s.fused_norm:
         ops.append(residual(c, "final_residual", None))
     # serving engines compute logits for the last token of each sequence only
-    ops.append(gemm(c, "lm_head", c.B, sh.vocab, h, None, weights=c.hfmt))
+    ops.append(gemm(c, "lm_head", c.B, sh.vocab, h, None, head=True))
     if sh.tp > 1:
         ops.append(all_gather("tp.logits_gather", c.B * m.vocab * c.ab, sh.tp, 1, None))
     return ops
@@ -109,11 +104,12 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     layer_ops, layer_sets = _layer_ops(c, m)
     head, tail = _head_ops(c), _tail_ops(c)
     ops_all = head + layer_ops + tail
-    sets: list[tuple[int, ...] | None] = [None] * len(head) + list(layer_sets) + \
-        [None] * len(tail)
+    sets: list[tuple[int, ...] | None] = [None] * len(head)
+    sets += layer_sets
+    sets += [None] * len(tail)
     if s.pp > 1:
         ops_all.append(p2p("pp.send", c.N * m.hidden * c.ab, s.pp - 1))
         sets.append(None)
-    graph = OpGraph(tuple(ops_all), stage_layers=tuple(len(r) for r in c.sh.stages),
-                    op_layers=tuple(sets))
+    graph = OpGraph(tuple(ops_all), (m.n_layers,) if s.pp == 1 else
+                    tuple(len(r) for r in c.sh.stages), tuple(sets))
     return graph, c

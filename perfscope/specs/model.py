@@ -79,6 +79,11 @@ class ModelSpec:
     # derived: layers grouped by structure, ((is_moe, window), (layer indices...)), in order
     layer_groups: tuple[tuple[tuple[bool, int | None], tuple[int, ...]], ...] = field(
         default=(), init=False, compare=False, repr=False)
+    # the same layers grouped by attention window alone and by feed-forward kind alone
+    window_groups: tuple[tuple[int | None, tuple[int, ...]], ...] = field(
+        default=(), init=False, compare=False, repr=False)
+    ffn_groups: tuple[tuple[bool, tuple[int, ...]], ...] = field(
+        default=(), init=False, compare=False, repr=False)
     # memo of pure derived figures (per-rank weight bytes of a layer type, ...), filled lazily
     memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -88,6 +93,13 @@ class ModelSpec:
             groups.setdefault((self.is_moe_layer(i), self.window(i)), []).append(i)
         object.__setattr__(self, "layer_groups",
                            tuple((k, tuple(v)) for k, v in groups.items()))
+        wins: dict[int | None, list[int]] = {}
+        ffns: dict[bool, list[int]] = {}
+        for i in range(self.n_layers):
+            wins.setdefault(self.window(i), []).append(i)
+            ffns.setdefault(self.is_moe_layer(i), []).append(i)
+        object.__setattr__(self, "window_groups", tuple((k, tuple(v)) for k, v in wins.items()))
+        object.__setattr__(self, "ffn_groups", tuple((k, tuple(v)) for k, v in ffns.items()))
 
     # ---- layer structure ----------------------------------------------------------
     def is_moe_layer(self, i: int) -> bool:

@@ -12,6 +12,7 @@ from perfscope.units import (
     WEIGHT_DTYPES,
     QuantFormat,
     check_dtype,
+    quant_format,
 )
 
 PHASES = ("prefill", "decode", "chunked_prefill")
@@ -138,7 +139,7 @@ def resolve_precision(s: Scenario, has_dtype) -> Precision:
         if d in ("fp8", "bf16", "fp16", "int8", "tf32") and not has_dtype(d) and \
                 not (d == "int8" and flag != "--act-dtype"):
             raise_unsupported(d, flag, has_dtype)
-    return Precision(QuantFormat(w, group), a, kv, compute)
+    return Precision(quant_format(w, group), a, kv, compute)
 
 
 def raise_unsupported(d: str, flag: str, has_dtype) -> None:
