@@ -51,9 +51,9 @@ __all__ = [
     "GemmFlops",
     "build_meta_model",
     "load_config",
+    "ref_decode_flops",
     "ref_gemm_flops",
     "ref_kv_cache_elements",
-    "ref_decode_flops",
     "ref_kv_cache_shapes",
     "ref_params",
 ]
