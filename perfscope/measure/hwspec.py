@@ -19,19 +19,10 @@ from typing import Any
 from perfscope.errors import MeasureError
 from perfscope.measure.ceilings import CeilingsResult
 from perfscope.specs.hardware import HardwareSpec
+from perfscope.specs.loading import LOCAL_NAME, local_spec_path
 
-LOCAL_NAME = "local"
 TENSOR_DTYPES = ("tf32", "bf16", "fp16", "fp8", "int8")
-
-
-def local_spec_path() -> Path:
-    """Where ``--save local`` writes and ``--hw local`` reads: $PERFSCOPE_LOCAL_HW, else
-    $XDG_CACHE_HOME/perfscope/local.toml (~/.cache/perfscope/local.toml)."""
-    env = os.environ.get("PERFSCOPE_LOCAL_HW")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "perfscope" / f"{LOCAL_NAME}.toml"
+__all__ = ["LOCAL_NAME", "load_local_spec", "local_spec_path", "save_hw"]
 
 
 def _q(s: str) -> str:

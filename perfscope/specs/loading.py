@@ -9,6 +9,21 @@ from perfscope.errors import NotFoundError, SpecError
 from perfscope.specs._toml import read_toml
 from perfscope.specs.hardware import HardwareSpec, LinkSpec, parse_hw, parse_link, spec_dirs
 
+LOCAL_NAME = "local"
+
+
+def local_spec_path() -> Path:
+    """Where ``perfscope bench ceilings --save local`` writes the measured spec of this machine
+    and ``--hw local`` reads it: $PERFSCOPE_LOCAL_HW, else
+    $XDG_CACHE_HOME/perfscope/local.toml (~/.cache/perfscope/local.toml)."""
+    import os
+
+    env = os.environ.get("PERFSCOPE_LOCAL_HW")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "perfscope" / f"{LOCAL_NAME}.toml"
+
 
 def _looks_like_path(name: str) -> bool:
     return name.endswith((".toml", ".json")) or "/" in name or "\\" in name
@@ -74,6 +89,12 @@ def load_hw(name: str) -> HardwareSpec:
                                 "built-in name (perfscope hw list)")
         return _load_hw_file(str(p))
     key = _norm(name)
+    if key == LOCAL_NAME:
+        p = local_spec_path()
+        if not p.is_file():
+            raise NotFoundError(f"--hw local: no measured spec of this machine at {p}; run "
+                                "`perfscope bench ceilings --save local` first")
+        return _load_hw_file(str(p))
     files = hw_files()
     for p in files:
         if _norm(p.stem) == key:
