@@ -114,3 +114,14 @@ def test_cli_import_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_comm_results_sit_beside_the_link_ceiling():
+    from perfscope.cli.bench import against_link
+
+    rows = [{"op": "all_reduce", "size_bytes": 2**30, "busbw_bytes_s": 367.6e9}]
+    out = against_link(rows, "nvlink4")
+    # NVLink 4: 450 GB/s per direction per GPU (DS-097); 367.6 GB/s ring busbw (MB-046)
+    assert out[0]["link_bandwidth_bytes_s"] == 450e9
+    assert out[0]["fraction_of_link"] == pytest.approx(367.6 / 450)
+    assert out[0]["link_empirical_busbw_bytes_s"] == pytest.approx(367.6e9, rel=0.01)

@@ -254,7 +254,24 @@ def run_kernels(s: Session) -> None:
     s.sections["kernels"] = {"points": [_tel(s, point_dict(p)) for p in pts]}
 
 
-def run_comm(s: Session, world_size: int, backend: str | None) -> None:
+def against_link(results: list[dict], link_name: str) -> list[dict]:
+    """Each result beside the ceiling of an interconnect spec: the link's per-direction
+    bandwidth (what ring busbw can reach) and its published achieved busbw where known."""
+    from perfscope.specs.loading import load_link
+
+    link = load_link(link_name)
+    out = []
+    for r in results:
+        bus = r.get("busbw_bytes_s") or 0.0
+        out.append(r | {"link": link.name,
+                        "link_bandwidth_bytes_s": link.bandwidth_bytes_s,
+                        "link_empirical_busbw_bytes_s": link.empirical_busbw_bytes_s,
+                        "fraction_of_link": bus / link.bandwidth_bytes_s})
+    return out
+
+
+def run_comm(s: Session, world_size: int, backend: str | None,
+             link: str | None = None) -> None:
     run_comm_benchmarks = _optional("perfscope.measure.comm", "run_comm_benchmarks")
     if run_comm_benchmarks is None:
         s.skip("comm", "collectives: perfscope.measure.comm.run_comm_benchmarks is not "
@@ -267,6 +284,8 @@ def run_comm(s: Session, world_size: int, backend: str | None) -> None:
 
         s.skip("comm", skip_line("collectives", e))
         return
+    if link:
+        res = against_link(res, link)
     s.ran += len(res)
     s.sections["comm"] = {"results": res}
 
@@ -422,10 +441,17 @@ def comm_cmd(
     world_size: Annotated[int, typer.Option(help="Ranks (processes) in the group.")] = 2,
     backend: Annotated[str | None, typer.Option(help="nccl | gloo (default: nccl on GPUs)")
                        ] = None,
+    link: Annotated[str | None, typer.Option(help="Interconnect spec to compare with "
+                                                  "(nvlink4, pcie5-x16, ... or a .toml)")
+                    ] = None,
     quick: QuickOpt = None, fmt: FormatOpt = None, device: DeviceOpt = None,
     threads: ThreadsOpt = None, output: OutputOpt = None, progress: ProgressOpt = None,
 ) -> None:
     """Collectives (all-reduce, all-gather, ...) bus bandwidth over message sizes."""
+    if link:
+        from perfscope.specs.loading import load_link
+
+        load_link(link)  # a bad name fails before anything runs
     s = _start(_merge(ctx, quick, fmt, device, threads, output, progress))
-    run_comm(s, world_size, backend)
+    run_comm(s, world_size, backend, link)
     finish(s)
