@@ -49,6 +49,20 @@ def test_add_rmsnorm_counts_by_hand():
     big_u = an.add_rmsnorm_counts(8192, 4096, 2, fused=False)
     big_f = an.add_rmsnorm_counts(8192, 4096, 2, fused=True)
     assert big_f.bytes / big_u.bytes == pytest.approx(0.8, abs=1e-4)  # 4 passes vs 5, not 1/2
+    e = an.add_rmsnorm_counts(2, 4, 2, fused=False, eager=True)
+    # add 2N+N, pow N+N, mean N, * rsqrt N+N, * weight N+W+N
+    assert (e.bytes_read, e.bytes_written) == (6 * 16 + 8, 4 * 16)
+    big_e = an.add_rmsnorm_counts(8192, 4096, 2, fused=False, eager=True)
+    assert big_f.bytes / big_e.bytes == pytest.approx(0.4, abs=1e-4)  # vs op-by-op: 4 vs 10
+
+
+def test_eager_baseline_matches_reference():
+    x, r, w = _rand(8, 64, seed=3), _rand(8, 64, seed=4), _rand(64, seed=5)
+    h_ref, o_ref = an.add_rmsnorm_reference(x, r, w, an.EPS)
+    h, out = torch.empty_like(x), torch.empty_like(x)
+    an.add_rmsnorm_eager(x, r, w, an.EPS, h, out)
+    assert torch.allclose(h.double(), h_ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out.double(), o_ref, rtol=1e-4, atol=1e-5)
 
 
 def _check_impl(impl, dtype, tokens, hidden, seed, rtol, atol):
@@ -209,11 +223,14 @@ def test_attention_counts_by_hand_and_flop_counter():
 def test_bench_add_rmsnorm_points_and_ratios():
     pts = bench.bench_add_rmsnorm("cpu", quick=True, shape=bench.NormShape(64, 256),
                                   impls=("torch",))
-    assert [p.name for p in pts] == ["add_rmsnorm.unfused.torch", "add_rmsnorm.fused.torch"]
+    assert [p.name for p in pts] == ["add_rmsnorm.eager.torch", "add_rmsnorm.unfused.torch",
+                                     "add_rmsnorm.fused.torch"]
     assert all(p.stats.median_s > 0 and p.stats.n >= 5 for p in pts)
-    assert pts[0].bytes == an.add_rmsnorm_counts(64, 256, 4, fused=False).bytes
+    assert pts[1].bytes == an.add_rmsnorm_counts(64, 256, 4, fused=False).bytes
     (row,) = bench.add_rmsnorm_ratios(pts)
     assert row["byte_ratio"] == pytest.approx((4 * 64 * 256 + 256) / (5 * 64 * 256 + 256))
+    n = 64 * 256 * 4
+    assert row["byte_ratio_vs_eager"] == pytest.approx((4 * n + 1024) / (10 * n + 1024))
     assert row["speedup"] > 0
 
 

@@ -50,7 +50,7 @@ EPS = 1e-6
 # ---- analytic counts ----------------------------------------------------------------------
 
 def add_rmsnorm_counts(tokens: int, hidden: int, act_bytes: float, *, fused: bool,
-                       weight_bytes: float | None = None) -> KernelCounts:
+                       weight_bytes: float | None = None, eager: bool = False) -> KernelCounts:
     """FLOPs and minimal DRAM bytes of add + RMSNorm over a [tokens, hidden] tensor.
 
     FLOPs per element: add 1, square 1, sum 1, scale 1, weight 1 = 5; per row: /hidden,
@@ -60,12 +60,20 @@ def add_rmsnorm_counts(tokens: int, hidden: int, act_bytes: float, *, fused: boo
                -> read 3N + W, write 2N  (5 tensor passes)
       fused:   reads x, r, w and writes h, out -> read 2N + W, write 2N  (4 tensor passes)
     so fused/unfused = (4N + W) / (5N + W) -> 0.8 for large tensors, not one half: the
-    residual h still has to be written for the next layer. (A CPU's write-allocate also reads
+    residual h still has to be written for the next layer.
+      eager (``eager=True``): the framework's op-by-op RMSNorm after the add, as in the
+               reference model code (x.pow(2).mean(-1), x * rsqrt(...), weight * x), every
+               intermediate a full tensor: read 6N + W, write 4N (10 passes). Against it the
+               fused kernel moves (4N + W) / (10N + W) -> 0.4 of the bytes. (A CPU's write-allocate also reads
     each written line, making the real ratio nearer 6/7; the roofline convention counts it not.)
     """
     n = float(tokens) * hidden * act_bytes
     w = float(hidden) * (act_bytes if weight_bytes is None else weight_bytes)
     flops = 5.0 * tokens * hidden + 3.0 * tokens
+    if eager:
+        # one framework kernel per op, every intermediate a full tensor in DRAM:
+        # add (read 2N, write N), pow (N, N), mean (N, -), * rsqrt (N, N), * weight (N + W, N)
+        return KernelCounts(flops=flops, bytes_read=6 * n + w, bytes_written=4 * n)
     if fused:
         return KernelCounts(flops=flops, bytes_read=2 * n + w, bytes_written=2 * n)
     return KernelCounts(flops=flops, bytes_read=3 * n + w, bytes_written=2 * n)
@@ -315,6 +323,16 @@ class AddNormImpl:
     name: str
     unfused: KernelFn
     fused: KernelFn
+
+
+def add_rmsnorm_eager(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any) -> None:
+    """The op-by-op baseline of the reference model code (one kernel per op, intermediates in
+    DRAM): h = x + r; out = weight * (h * rsqrt(mean(h^2) + eps))."""
+    import torch
+
+    torch.add(x, residual, out=h)
+    var = h.pow(2).mean(-1, keepdim=True)
+    torch.mul(weight, h * torch.rsqrt(var + eps), out=out)
 
 
 def _torch_unfused(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any) -> None:

@@ -96,7 +96,11 @@ def bench_add_rmsnorm(device: str = "cpu", quick: bool = True, *, dtype: str | N
     points = []
     for name in names:
         impl = an.get_impl(name)
-        for variant, fn in (("unfused", impl.unfused), ("fused", impl.fused)):
+        variants: list[tuple[str, an.KernelFn]] = [("unfused", impl.unfused),
+                                                  ("fused", impl.fused)]
+        if name == "torch":  # the framework's op-by-op baseline, once
+            variants.insert(0, ("eager", an.add_rmsnorm_eager))
+        for variant, fn in variants:
             h.fill_(float("nan"))
             out.fill_(float("nan"))
             fn(x, r, weight, an.EPS, h, out)
@@ -108,7 +112,8 @@ def bench_add_rmsnorm(device: str = "cpu", quick: bool = True, *, dtype: str | N
                 fn(x, r, weight, an.EPS, h, out)
 
             stats = benchmark(call, device=device, **_budget(quick))
-            counts = an.add_rmsnorm_counts(t, hd, tdt.itemsize, fused=variant == "fused")
+            counts = an.add_rmsnorm_counts(t, hd, tdt.itemsize, fused=variant == "fused",
+                                           eager=variant == "eager")
             points.append(_point(f"add_rmsnorm.{variant}.{name}", "norm",
                                  {"tokens": t, "hidden": hd}, dtype, stats, counts, device,
                                  impl=name, variant=variant, max_rel_err=err,
@@ -125,7 +130,12 @@ def add_rmsnorm_ratios(points: list[MeasuredPoint]) -> list[dict[str, Any]]:
         u, f = by.get((impl, "unfused")), by.get((impl, "fused"))
         if u is None or f is None:
             continue
-        rows.append({"impl": impl, "unfused_time_s": u.stats.median_s,
+        e = next((p for (_, v), p in by.items() if v == "eager"), None)
+        extra = {} if e is None else {"eager_time_s": e.stats.median_s,
+                                      "eager_bytes": e.bytes,
+                                      "speedup_vs_eager": e.stats.median_s / f.stats.median_s,
+                                      "byte_ratio_vs_eager": f.bytes / e.bytes}
+        rows.append(extra | {"impl": impl, "unfused_time_s": u.stats.median_s,
                      "fused_time_s": f.stats.median_s,
                      "speedup": u.stats.median_s / f.stats.median_s,
                      "unfused_bytes": u.bytes, "fused_bytes": f.bytes,
