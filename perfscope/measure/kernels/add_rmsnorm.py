@@ -60,12 +60,12 @@ def add_rmsnorm_counts(tokens: int, hidden: int, act_bytes: float, *, fused: boo
                -> read 3N + W, write 2N  (5 tensor passes)
       fused:   reads x, r, w and writes h, out -> read 2N + W, write 2N  (4 tensor passes)
     so fused/unfused = (4N + W) / (5N + W) -> 0.8 for large tensors, not one half: the
-    residual h still has to be written for the next layer.
+    residual h still has to be written for the next layer. (A CPU's write-allocate also reads
+    each written line, making the real ratio nearer 6/7; the roofline convention counts it not.)
       eager (``eager=True``): the framework's op-by-op RMSNorm after the add, as in the
                reference model code (x.pow(2).mean(-1), x * rsqrt(...), weight * x), every
                intermediate a full tensor: read 6N + W, write 4N (10 passes). Against it the
-               fused kernel moves (4N + W) / (10N + W) -> 0.4 of the bytes. (A CPU's write-allocate also reads
-    each written line, making the real ratio nearer 6/7; the roofline convention counts it not.)
+               fused kernel moves (4N + W) / (10N + W) -> 0.4 of the bytes.
     """
     n = float(tokens) * hidden * act_bytes
     w = float(hidden) * (act_bytes if weight_bytes is None else weight_bytes)
