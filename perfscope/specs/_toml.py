@@ -10,14 +10,19 @@ from typing import Any
 from perfscope.errors import SpecError
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_text(path: Path, what: str) -> str:
+    """A spec file's text, or a SpecError naming the file (``what``: the fix's noun)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(str(path), None, f"cannot read file ({e.strerror})",
                         "check the path") from None
     except UnicodeDecodeError:
-        raise SpecError(str(path), None, "not UTF-8 text", "pass a TOML spec file") from None
+        raise SpecError(str(path), None, "not UTF-8 text", f"pass {what}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    text = read_text(path, "a TOML spec file")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -431,13 +431,9 @@ def _check(s: ModelSpec, file: str) -> ModelSpec:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(str(path), None, f"cannot read file ({e.strerror})",
-                        "check the path") from None
-    except UnicodeDecodeError:
-        raise SpecError(str(path), None, "not UTF-8 text", "pass a config.json file") from None
+    from perfscope.specs._toml import read_text
+
+    text = read_text(path, "a config.json file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

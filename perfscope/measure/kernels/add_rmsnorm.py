@@ -286,13 +286,18 @@ def _check_c_args(*tensors: Any) -> None:
                                "use impl 'torch' for other dtypes or devices")
 
 
-def _c_unfused(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any) -> None:
+def _c_call(x: Any, residual: Any, weight: Any, h: Any, out: Any) -> tuple[Any, ...]:
+    """The loaded library, rows, cols, element size and the five data pointers."""
     lib, why = _c_library()
     if lib is None:
         raise MeasureError(f"c kernel unavailable: {why}")
     _check_c_args(x, residual, weight, h, out)
-    rows, cols, es = x.shape[0], x.shape[-1], 4
-    xp, rp, hp, op, wp = (t.data_ptr() for t in (x, residual, h, out, weight))
+    return (lib, x.shape[0], x.shape[-1], 4,
+            *(t.data_ptr() for t in (x, residual, h, out, weight)))
+
+
+def _c_unfused(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any) -> None:
+    lib, rows, cols, es, xp, rp, hp, op, wp = _c_call(x, residual, weight, h, out)
     _parallel_rows(rows, lambda a, b: lib.add_f32(
         xp + a * cols * es, rp + a * cols * es, hp + a * cols * es, (b - a) * cols))
     _parallel_rows(rows, lambda a, b: lib.rmsnorm_f32(
@@ -300,12 +305,7 @@ def _c_unfused(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any)
 
 
 def _c_fused(x: Any, residual: Any, weight: Any, eps: float, h: Any, out: Any) -> None:
-    lib, why = _c_library()
-    if lib is None:
-        raise MeasureError(f"c kernel unavailable: {why}")
-    _check_c_args(x, residual, weight, h, out)
-    rows, cols, es = x.shape[0], x.shape[-1], 4
-    xp, rp, hp, op, wp = (t.data_ptr() for t in (x, residual, h, out, weight))
+    lib, rows, cols, es, xp, rp, hp, op, wp = _c_call(x, residual, weight, h, out)
     _parallel_rows(rows, lambda a, b: lib.add_rmsnorm_f32(
         xp + a * cols * es, rp + a * cols * es, wp, hp + a * cols * es, op + a * cols * es,
         b - a, cols, eps))
