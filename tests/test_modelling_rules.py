@@ -314,3 +314,23 @@ def test_devices_refuse_dtypes_they_lack():
     fp8 = run("llama-3.1-8b", "h100-sxm", phase="prefill", batch=4, seq_len=2048,
               weight_dtype="fp8")
     assert point(fp8, "mlp.gate_up_proj").peak_flops_per_s == pytest.approx(1978.9e12)
+
+
+# ---- ceilings ----------------------------------------------------------------------------------
+
+def test_empirical_ceilings_use_measured_rates_and_fixed_kernel_costs():
+    from perfscope.roofline import DEFAULT_KERNEL_OVERHEAD_S
+
+    kw = dict(phase="decode", batch=1, context_len=512)
+    spec = run("llama-3.1-8b", "a100-sxm-80gb", **kw)
+    emp = run("llama-3.1-8b", "a100-sxm-80gb", ceiling="empirical", **kw)
+    hw = load_hw("a100-sxm-80gb")
+    assert hw.empirical is not None and hw.empirical.memory_bandwidth_bytes_s is not None
+    bw = hw.empirical.memory_bandwidth_bytes_s
+    for s, e in zip(spec.points, emp.points, strict=True):
+        assert s.ceiling == "spec"
+        if e.bound == "memory":
+            assert e.ceiling == "empirical"
+            # the measured bandwidth, plus the fixed cost every kernel pays
+            assert e.time_s == pytest.approx(e.bytes / bw + DEFAULT_KERNEL_OVERHEAD_S)
+            assert s.time_s == pytest.approx(s.bytes / 2039e9)  # spec: the pure roofline
