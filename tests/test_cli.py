@@ -362,3 +362,38 @@ def test_help_and_no_heavy_imports_on_the_analytic_path():
     assert "perfscope.analysis" in mods  # the parse works
     tops = {m.split(".")[0] for m in mods}
     assert not tops & {"torch", "numpy", "pandas"}, tops & {"torch", "numpy", "pandas"}
+
+
+# ---------------------------------------------------------------- scenario files
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workloads" / "scenarios").glob("*.toml")))
+def test_builtin_scenarios_run_with_their_values(path):
+    import tomllib
+
+    spec = tomllib.loads(path.read_text())
+    d = ok_json("analyze", "--scenario", path.stem, "--format", "json")
+    assert d["model"]["name"] == spec["model"] and d["hardware"]["name"] == spec["hw"]
+    for key in ("phase", "batch"):
+        assert d["scenario"][key] == spec[key]
+    if spec["phase"] == "decode":
+        assert d["scenario"]["context_len"] == spec["context_len"]
+
+
+def test_scenario_flags_override_the_file(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('model = "llama-2-7b"\nhw = "a100-sxm-80gb"\nphase = "decode"\nbatch = 4\n'
+                 'context_len = 1000\nkv_dtype = "int8"\n')
+    d = ok_json("analyze", "--scenario", f, "--batch", "16", "--format", "json")
+    assert d["scenario"]["batch"] == 16 and d["scenario"]["context_len"] == 1000
+    assert d["scenario"]["kv_dtype"] == "int8" and d["model"]["name"] == "llama-2-7b"
+    # Llama-2-7B: 32 layers x 2 x 32 heads x 128 x 1 byte per cached token
+    assert d["memory"]["kv_cache_bytes"] == 16 * 1001 * 32 * 2 * 32 * 128
+
+
+def test_scenario_file_with_unknown_key_is_one_line(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('model = "llama-2-7b"\nhw = "a100-sxm-80gb"\nbatchsize = 4\n')
+    r = cli("analyze", "--scenario", f)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "batchsize" in lines[0] and str(f) in lines[0]

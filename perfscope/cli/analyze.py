@@ -18,6 +18,10 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o",
 
 
 def analyze_cmd(
+    ctx: typer.Context,
+    scenario_file: Annotated[str | None, typer.Option(
+        "--scenario", help="Scenario TOML (built-in name or path) giving model, hw and the "
+                           "flags below; flags given on the command line override it.")] = None,
     model: ModelOpt = "llama-3.1-8b",
     hw: HwOpt = "h100-sxm",
     phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill")] = "prefill",
@@ -56,13 +60,26 @@ def analyze_cmd(
     absorbs: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
     if mla_absorb not in absorbs:
         raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
-    if context_len is None:
-        context_len = seq_len if phase == "decode" else 0
-    scenario = Scenario(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
-                        weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
-                        group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
-                        fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb],
-                        ceiling=ceiling, memory_reserve=reserve).validate()
+    flags = dict(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
+                 weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
+                 group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
+                 fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb], ceiling=ceiling,
+                 memory_reserve=reserve)
+    if scenario_file is not None:
+        from perfscope.specs.scenario_file import load_scenario
+
+        sf = load_scenario(scenario_file)
+        given = {k for k in ctx.params if _given(ctx, k)}
+        param = {"memory_reserve": "reserve"}
+        values = sf.values | {k: v for k, v in flags.items() if param.get(k, k) in given}
+        model = model if "model" in given else sf.model
+        hw = hw if "hw" in given else sf.hw
+    else:
+        values = flags
+    if values.get("context_len") is None:  # decode: --seq-len is the cached length
+        values["context_len"] = values.get("seq_len", 2048) if values.get("phase") == "decode" \
+            else 0
+    scenario = Scenario(**values).validate()
     result = analyze(load_model(model), load_hw(hw), scenario)
     if fmt == "json":
         emit(to_json_text(result.to_json()), output)
@@ -72,3 +89,9 @@ def analyze_cmd(
         from perfscope.report.tables import analysis_table
 
         analysis_table(result, output)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether a flag was given on the command line (not left at its default)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name == "COMMANDLINE"
