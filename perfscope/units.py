@@ -22,7 +22,6 @@ DTYPE_BITS: dict[str, int] = {
     "int4": 4,
 }
 DTYPES = tuple(DTYPE_BITS)
-FLOAT_ACT_DTYPES = ("fp32", "tf32", "bf16", "fp16")
 WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
 ACT_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
@@ -92,10 +91,6 @@ def check_dtype(value: str, allowed: tuple[str, ...], flag: str) -> str:
         what = "is not valid here" if v in DTYPE_BITS else "is not a dtype perfscope knows"
         raise InputError(f"{flag} {value!r} {what}; use one of {', '.join(allowed)}")
     return v
-
-
-def dtype_bytes(dtype: str) -> float:
-    return DTYPE_BITS[dtype] / 8
 
 
 # ---- SI helpers for rendering -----------------------------------------------------------

@@ -86,12 +86,12 @@ def _rotary(c: Ctx, tokens: float, width: int, rot: int, layer: int) -> Op:
 
 
 def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int, *,
-          kv_elems: int, kv_from_act_elems: int, write_elems: int | None = None) -> list[Op]:
+          kv_elems: int, kv_from_act_elems: int) -> list[Op]:
     """The attention itself. ``kv_elems``: cached elements per token (per rank) that decode
     reads; ``kv_from_act_elems``: K/V elements per token read from activations in prefill."""
     B, T, C0, N = c.B, c.T, c.C0, c.N
     keys = attended_keys(T, C0, W)
-    kv_new = N * (write_elems if write_elems is not None else kv_elems) * c.kvb
+    kv_new = N * kv_elems * c.kvb
     q_bytes = N * H * dqk * c.ab
     out_bytes = N * H * dv * c.ab
     if C0 == 0:  # prefill: K/V of the prompt come straight from the projections

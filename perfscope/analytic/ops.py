@@ -71,11 +71,10 @@ def make_op(name: str, kind: str, layer: int | None, count: int, flops: float,
 
 @dataclass(frozen=True, slots=True)
 class OpGraph:
-    """All ops of one step on one GPU (the busiest rank), in execution order."""
+    """All ops of one step on one GPU, in execution order."""
 
     ops: tuple[Op, ...]
-    stage_layers: tuple[int, ...] = ()  # PP: number of layers held by each stage
-    # the layer indices each op stands for (None for ops outside the layers)
+    # the layer indices each op stands for (None for ops outside the layers): PP stages
     op_layers: tuple[tuple[int, ...] | None, ...] = ()
 
     def __iter__(self):
@@ -83,15 +82,3 @@ class OpGraph:
 
     def __len__(self) -> int:
         return len(self.ops)
-
-    def by_name(self, name: str) -> Op:
-        for op in self.ops:
-            if op.name == name:
-                return op
-        raise KeyError(name)
-
-    def total_flops(self) -> float:
-        return sum(op.flops * op.count for op in self.ops)
-
-    def total_bytes(self) -> float:
-        return sum(op.bytes * op.count for op in self.ops)

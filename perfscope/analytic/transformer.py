@@ -110,6 +110,5 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     if s.pp > 1:
         ops_all.append(p2p("pp.send", c.N * m.hidden * c.ab, s.pp - 1))
         sets.append(None)
-    graph = OpGraph(tuple(ops_all), (m.n_layers,) if s.pp == 1 else
-                    tuple(len(r) for r in c.sh.stages), tuple(sets))
+    graph = OpGraph(tuple(ops_all), tuple(sets))
     return graph, c

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -480,8 +480,3 @@ def load_model(name: str) -> ModelSpec:
     names = ", ".join(f.stem for f in model_files())
     raise NotFoundError(f"--model {name!r} is not built in; choose one of {names} "
                         "or pass a config.json path")
-
-
-def with_layers(spec: ModelSpec, n_layers: int) -> ModelSpec:
-    """The same model cut to ``n_layers`` (for tests and scaled benchmarks)."""
-    return replace(spec, n_layers=n_layers)

@@ -100,11 +100,6 @@ class Precision:
     kv: str
     compute: str  # tensor-core dtype of the GEMMs
 
-    @property
-    def weight_only(self) -> bool:
-        """Quantized weights with higher-precision activations: dequantized in the kernel."""
-        return self.weight.quantized and self.compute != self.weight.dtype
-
 
 def resolve_precision(s: Scenario, has_dtype) -> Precision:
     """``has_dtype(d)`` says whether the device runs ``d`` at speed."""
