@@ -334,3 +334,18 @@ def test_empirical_ceilings_use_measured_rates_and_fixed_kernel_costs():
             # the measured bandwidth, plus the fixed cost every kernel pays
             assert e.time_s == pytest.approx(e.bytes / bw + DEFAULT_KERNEL_OVERHEAD_S)
             assert s.time_s == pytest.approx(s.bytes / 2039e9)  # spec: the pure roofline
+
+
+def test_w8a8_quantizes_gemm_inputs_where_they_are_produced():
+    B, S = 1, 1024
+    a = run("llama-3.1-8b", phase="prefill", batch=B, seq_len=S, weight_dtype="fp8")
+    N = B * S
+    assert a.precision.act == "fp8" and a.precision.compute == "fp8"
+    # fused add + RMSNorm + per-token quant: the residual out at 2 bytes, the GEMM input at 1
+    assert op(a, "attn.norm").act_out_bytes == N * 4096 * (2 + 1)
+    assert op(a, "attn.qkv_proj").act_in_bytes == N * 4096 * 1
+    assert op(a, "mlp.act").act_out_bytes == N * 14336 * 1
+    quant = op(a, "attn.o_quant")  # attention output -> fp8 for o_proj, its own kernel
+    assert (quant.act_in_bytes, quant.act_out_bytes) == (N * 4096 * 2, N * 4096 * 1)
+    bf16 = run("llama-3.1-8b", phase="prefill", batch=B, seq_len=S)
+    assert not any(p.op.name == "attn.o_quant" for p in bf16.points)

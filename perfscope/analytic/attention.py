@@ -64,15 +64,16 @@ def attention_post(c: Ctx, layer: int) -> list[Op]:
     """Output projection and the TP all-reduce that follows it."""
     m, sh = c.m, c.sh
     ops = []
-    if m.mla is not None:
-        a = m.mla
-        if _absorb(c):
-            ops.append(gemm(c, "attn.v_up", c.N, a.v_head_dim, a.kv_lora_rank, layer,
-                            groups=sh.heads, tokens=c.N * sh.heads))
-        ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, sh.heads * a.v_head_dim, layer))
-    else:
-        ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, sh.heads * m.head_dim, layer,
-                        bias=m.o_bias))
+    a = m.mla
+    if a is not None and _absorb(c):
+        ops.append(gemm(c, "attn.v_up", c.N, a.v_head_dim, a.kv_lora_rank, layer,
+                        groups=sh.heads, tokens=c.N * sh.heads))
+    width = sh.heads * (a.v_head_dim if a else m.head_dim)
+    if c.gb < c.ab:  # W8A8: the attention output is quantized for o_proj by its own kernel
+        ops.append(elementwise(c, "attn.o_quant", c.N, width, layer, flops_per=0, n_in=1,
+                               feeds_gemm=True))
+    ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, width, layer,
+                    bias=m.o_bias and a is None))
     if sh.tp > 1:
         ops.append(all_reduce("tp.attn_allreduce", c.N * m.hidden * c.ab, sh.tp, c.reps, layer))
     return ops

@@ -17,6 +17,8 @@ ACT_FLOPS = {"silu": 4, "swish": 4, "relu": 1, "gelu": 5, "gelu_new": 8, "gelu_f
              "gelu_pytorch_tanh": 8, "gelu_tanh": 8, "quick_gelu": 4}
 RMSNORM_FLOPS = 4  # x^2, sum, x * rsqrt(mean), * weight
 LAYERNORM_FLOPS = 7  # mean, subtract, square, sum, * rstd, * weight, + bias
+# W8A8 dynamic per-token activation quantization: |x|, running max, x * (1/scale) -> 3
+QUANT_FLOPS = 3
 
 
 class Ctx(NamedTuple):
@@ -89,24 +91,31 @@ def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *
 
 
 def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
-         fused_add: bool = False) -> Op:
+         fused_add: bool = False, feeds_gemm: bool = False) -> Op:
     """RMSNorm/LayerNorm over ``tokens x width``; ``fused_add`` also adds the residual in
-    the same pass (reads x and residual, writes the normed x and the new residual)."""
+    the same pass (reads x and residual, writes the normed x and the new residual).
+    ``feeds_gemm`` under W8A8: the normed output is quantized to 8 bits in the same kernel
+    (vLLM's fused RMSNorm + dynamic per-token quant), so it is written at 1 byte."""
     per = LAYERNORM_FLOPS if c.m.norm == "layernorm" else RMSNORM_FLOPS
     e = tokens * width
     nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
-    n_in, n_out = (2, 2) if fused_add else (1, 1)
-    return make_op(name, "norm", layer, c.reps, e * (per + (1 if fused_add else 0)), nw,
-                   n_in * e * c.ab, n_out * e * c.ab, 0.0, 0.0, c.store, "vector",
-                   {"tokens": int(tokens), "width": width})
+    quant = feeds_gemm and c.gb < c.ab
+    out = (c.gb if quant else c.ab) + (c.ab if fused_add else 0.0)
+    flops = e * (per + (1 if fused_add else 0) + (QUANT_FLOPS if quant else 0))
+    return make_op(name, "norm", layer, c.reps, flops, nw, (2 if fused_add else 1) * e * c.ab,
+                   e * out, 0.0, 0.0, c.store, "vector", {"tokens": int(tokens), "width": width})
 
 
 def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
                 flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
-                extra_read: float = 0.0) -> Op:
+                extra_read: float = 0.0, feeds_gemm: bool = False) -> Op:
+    """``feeds_gemm`` under W8A8: the output is quantized in the same kernel (1 byte out)."""
     e = tokens * width
+    out_b = c.ab
+    if feeds_gemm and c.gb < c.ab:
+        out_b, flops_per = c.gb, flops_per + QUANT_FLOPS
     return make_op(name, kind, layer, c.reps, e * flops_per, 0.0, n_in * e * c.ab + extra_read,
-                   n_out * e * c.ab, 0.0, 0.0, c.store, "vector",
+                   n_out * e * out_b, 0.0, 0.0, c.store, "vector",
                    {"tokens": int(tokens), "width": width})
 
 

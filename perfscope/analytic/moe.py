@@ -18,8 +18,9 @@ def _act(c: Ctx, name: str, tokens: float, width: int, layer: int) -> Op:
     # gated: act(gate) * up -> reads 2 x width, writes width; sized by the MLP width
     per = ACT_FLOPS.get(c.m.activation, 4)
     if c.m.gated_mlp:
-        return elementwise(c, name, tokens, width, layer, flops_per=per + 1, n_in=2)
-    return elementwise(c, name, tokens, width, layer, flops_per=per, n_in=1)
+        return elementwise(c, name, tokens, width, layer, flops_per=per + 1, n_in=2,
+                           feeds_gemm=True)
+    return elementwise(c, name, tokens, width, layer, flops_per=per, n_in=1, feeds_gemm=True)
 
 
 def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",

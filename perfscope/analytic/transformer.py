@@ -42,7 +42,8 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
         ops.extend(new)
         sets.extend([layers] * len(new))
 
-    add([norm(call, "attn.norm", c.N, h, 0, fused_add=fused), *attention_pre(call, 0)], every)
+    add([norm(call, "attn.norm", c.N, h, 0, fused_add=fused, feeds_gemm=True),
+         *attention_pre(call, 0)], every)
     for win, lt in windows:
         core = attention_core(_with_reps(c, len(lt)), lt[0], win)
         if len(windows) > 1:
@@ -54,7 +55,7 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
         tail.append(norm(call, "attn.post_norm", c.N, h, 0))
     if not fused:
         tail.append(residual(call, "attn.residual", 0))
-    tail.append(norm(call, "mlp.norm", c.N, h, 0, fused_add=fused))
+    tail.append(norm(call, "mlp.norm", c.N, h, 0, fused_add=fused, feeds_gemm=True))
     add(tail, every)
     for moe, lt in ffns:
         cg = _with_reps(c, len(lt))
