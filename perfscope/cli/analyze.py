@@ -48,6 +48,8 @@ def analyze_cmd(
     reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the ops on the device's "
+                                                   "roofline (.png, .svg or .pdf).")] = None,
 ) -> None:
     """Per-op FLOPs, bytes, roofline time and memory for one prefill or decode step."""
     from perfscope.analysis import analyze
@@ -81,6 +83,19 @@ def analyze_cmd(
             else 0
     scenario = Scenario(**values).validate()
     result = analyze(load_model(model), load_hw(hw), scenario)
+    if plot is not None:
+        from perfscope.report.figures import (
+            analysis_points,
+            hw_ceilings,
+            roofline_figure,
+            save_figure,
+        )
+
+        comp, bws = hw_ceilings(result.hw, [result.precision.compute, result.precision.act],
+                                scenario.ceiling)
+        title = (f"{result.model.name} {scenario.phase} batch {scenario.batch} on "
+                 f"{result.hw.display_name}")
+        save_figure(roofline_figure(comp, bws, analysis_points(result), title), plot)
     if fmt == "json":
         emit(to_json_text(result.to_json()), output)
     elif fmt == "csv":

@@ -35,6 +35,8 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU: torch th
                                                                   "(default: usable cores).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the data to "
                                                                        "this file.")]
+PlotOpt = Annotated[Path | None, typer.Option(help="Also draw the results (.png, .svg or "
+                                                   ".pdf).")]
 ProgressOpt = Annotated[bool | None, typer.Option("--progress/--no-progress",
                                                   help="Progress bars on stderr.")]
 DEFAULT_MODEL = "qwen2.5-0.5b"
@@ -224,6 +226,44 @@ def run_ops(s: Session, model: str, hw_name: str, phases: list[str], batch: int,
     s.sections["ops"] = {**run.meta, "points": [_tel(s, point_dict(p)) for p in run.points]}
 
 
+def plot_ops(s: Session, hw_name: str, ceiling: str, path: Path) -> None:
+    """Measured (filled) and predicted (hollow) points of the ops on the roofline used."""
+    from perfscope.report.figures import hw_ceilings, roofline_figure, save_figure
+    from perfscope.specs.loading import load_hw
+
+    sec = s.sections["ops"]
+    hw = _local_hw(s) if hw_name == "local" else load_hw(hw_name)
+    pts: list[dict[str, Any]] = []
+    for p in sec["points"]:
+        base = {"name": p["name"], "kind": p["kind"], "intensity": p["intensity"]}
+        pts.append(base | {"flops_per_s": p["achieved_flops_per_s"], "source": "measured"})
+        if p.get("predicted_time_s"):
+            pts.append(base | {"flops_per_s": p["flops"] / p["predicted_time_s"],
+                               "source": "predicted"})
+    comp, bws = hw_ceilings(hw, [p["dtype"] for p in sec["points"]], ceiling)
+    title = f"{sec.get('model', '')} ops on {hw.display_name} ({s.device})"
+    save_figure(roofline_figure(comp, bws, pts, title), path)
+    log(f"perfscope bench: wrote {path}")
+
+
+def plot_comm(s: Session, link_name: str | None, path: Path) -> None:
+    """Bus bandwidth against message size, with the link's spec and measured ceilings."""
+    from perfscope.report.figures import comm_figure, save_figure
+
+    ceilings: dict[str, float] = {}
+    if link_name:
+        from perfscope.specs.loading import load_link
+
+        link = load_link(link_name)
+        ceilings[f"{link.name} spec"] = link.bandwidth_bytes_s
+        if link.empirical_busbw_bytes_s:
+            ceilings[f"{link.name} published busbw"] = link.empirical_busbw_bytes_s
+    res = s.sections["comm"]["results"]
+    backend = res[0].get("backend", "") if res else ""
+    save_figure(comm_figure(res, ceilings, f"collectives ({backend}, {s.device})"), path)
+    log(f"perfscope bench: wrote {path}")
+
+
 def _optional(module: str, name: str) -> Callable[..., Any] | None:
     """A function of a module that another part of perfscope provides, or None."""
     import importlib
@@ -405,6 +445,7 @@ def ops_cmd(
     weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
     act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
+    plot: PlotOpt = None,
     quick: QuickOpt = None, fmt: FormatOpt = None, device: DeviceOpt = None,
     threads: ThreadsOpt = None, output: OutputOpt = None, progress: ProgressOpt = None,
 ) -> None:
@@ -421,6 +462,8 @@ def ops_cmd(
             sweep, {"weight_dtype": weight_dtype, "act_dtype": act_dtype,
                     "kv_dtype": kv_dtype})
     finish(s)
+    if plot is not None and "ops" in s.sections:
+        plot_ops(s, hw, ceiling, plot)
 
 
 @bench_app.command("kernels")
@@ -444,6 +487,7 @@ def comm_cmd(
     link: Annotated[str | None, typer.Option(help="Interconnect spec to compare with "
                                                   "(nvlink4, pcie5-x16, ... or a .toml)")
                     ] = None,
+    plot: PlotOpt = None,
     quick: QuickOpt = None, fmt: FormatOpt = None, device: DeviceOpt = None,
     threads: ThreadsOpt = None, output: OutputOpt = None, progress: ProgressOpt = None,
 ) -> None:
@@ -455,3 +499,5 @@ def comm_cmd(
     s = _start(_merge(ctx, quick, fmt, device, threads, output, progress))
     run_comm(s, world_size, backend, link)
     finish(s)
+    if plot is not None and "comm" in s.sections:
+        plot_comm(s, link, plot)
