@@ -349,3 +349,15 @@ def test_w8a8_quantizes_gemm_inputs_where_they_are_produced():
     assert (quant.act_in_bytes, quant.act_out_bytes) == (N * 4096 * 2, N * 4096 * 1)
     bf16 = run("llama-3.1-8b", phase="prefill", batch=B, seq_len=S)
     assert not any(p.op.name == "attn.o_quant" for p in bf16.points)
+
+
+def test_package_exposes_the_api_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, perfscope; assert 'perfscope.analysis' not in sys.modules; "
+            "from perfscope import analyze, Scenario, load_hw, load_model; "
+            "a = analyze(load_model('gpt2'), load_hw('l40s'), Scenario(phase='prefill', "
+            "batch=1, seq_len=16)); print(a.model.params)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "124439808"  # GPT-2 small, HF's published 124M
