@@ -397,3 +397,12 @@ def test_scenario_file_with_unknown_key_is_one_line(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "batchsize" in lines[0] and str(f) in lines[0]
+
+
+def test_hw_links_lists_the_interconnects_with_their_published_rates():
+    rows = {r["name"]: r for r in ok_json("hw", "links", "--format", "json")}
+    assert {"pcie3-x16", "pcie4-x16", "pcie5-x16", "nvlink2", "nvlink3", "nvlink4", "nvlink5",
+            "ib-hdr", "ib-ndr"} <= set(rows)
+    # per direction per GPU: NVLink 4 450 GB/s (DS-097), PCIe 5.0 x16 63 GB/s (DS-104)
+    assert rows["nvlink4"]["bandwidth_bytes_s"] == 450e9
+    assert rows["pcie5-x16"]["bandwidth_bytes_s"] == pytest.approx(63e9, rel=0.01)

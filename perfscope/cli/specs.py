@@ -124,6 +124,27 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
                           f"[{e.memory_source}]")
 
 
+@hw_app.command("links")
+def hw_links(fmt: FormatOpt = "table") -> None:
+    """Built-in interconnects: per-direction bandwidth per GPU, latencies, measured busbw."""
+    from perfscope.specs.loading import list_links
+
+    check_format(fmt)
+    rows: list[dict[str, Any]] = [{"name": k.name, "display_name": k.display_name, "kind": k.kind,
+             "bandwidth_bytes_s": k.bandwidth_bytes_s, "latency_s": k.latency_s,
+             "base_latency_s": k.base_latency_s,
+             "empirical_busbw_bytes_s": k.empirical_busbw_bytes_s, "source": k.source}
+            for k in list_links()]
+    if fmt == "table":
+        for r in rows:
+            r["GB/s_per_dir"] = r["bandwidth_bytes_s"] / 1e9
+            r["step_us"] = r["latency_s"] * 1e6
+            r["base_us"] = r["base_latency_s"] * 1e6
+            r["busbw_GB/s"] = (r["empirical_busbw_bytes_s"] or 0) / 1e9 or "-"
+    _render(rows, fmt, ["name", "display_name", "kind", "GB/s_per_dir", "step_us", "base_us",
+                        "busbw_GB/s"])
+
+
 def _model_row(m) -> dict[str, Any]:
     return {"name": m.name, "model_type": m.model_type, "params": m.params,
             "active_params": m.active_params, "layers": m.n_layers, "hidden": m.hidden,
