@@ -57,11 +57,11 @@ def hw_list(fmt: FormatOpt = "table") -> None:
     rows = [_hw_row(h) for h in list_hw()]
     if fmt == "table":
         for r in rows:
-            r["memory_GB"] = r["memory_bytes"] / 1e9
-            r["HBM_GB/s"] = r["memory_bandwidth_bytes_s"] / 1e9
-            r["bf16_TFLOP/s"] = (r["bf16_dense_flops_per_s"] or 0) / 1e12
-        _render(rows, fmt, ["name", "display_name", "memory_GB", "HBM_GB/s", "bf16_TFLOP/s",
-                            "dtypes", "gpu_link"])
+            r["memory_GiB"] = r["memory_bytes"] / 2**30
+            r["mem_GB/s"] = r["memory_bandwidth_bytes_s"] / 1e9
+            r["16-bit dense TFLOP/s"] = (r["bf16_dense_flops_per_s"] or 0) / 1e12
+        _render(rows, fmt, ["name", "display_name", "memory_GiB", "mem_GB/s",
+                            "16-bit dense TFLOP/s", "dtypes", "gpu_link"])
     else:
         _render(rows, fmt, [])
 
