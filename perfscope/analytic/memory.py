@@ -41,7 +41,7 @@ def _linear(w: QuantFormat, out: int, inp: int, bias: bool, ab: float) -> float:
 
 
 def layer_weight_bytes(c: Ctx, layer: int) -> float:
-    m, sh, w, hb = c.m, c.sh, c.wfmt, c.hfmt.bits / 8
+    m, sh, w, hb = c.m, c.sh, c.wfmt, c.h_bpe
     h = m.hidden
     norm_w = h * (2 if m.norm == "layernorm" else 1) * hb
     total = m.norms_per_layer * norm_w

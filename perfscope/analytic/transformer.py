@@ -76,7 +76,7 @@ def _head_ops(c: Ctx) -> list[Op]:
     ops = []
     # vocab-parallel embedding: each rank gathers the rows it owns (~1/tp of the tokens)
     ops.append(make_op("embed", "embedding", None, 1, c.N * h if m.embed_scale else 0.0,
-                       c.N * h * c.hfmt.bits / 8 / sh.tp, 0.0, c.N * h * c.ab, 0.0, 0.0,
+                       c.N * h * c.h_bpe / sh.tp, 0.0, c.N * h * c.ab, 0.0, 0.0,
                        c.store, "vector", {"tokens": c.N, "width": h, "vocab": sh.vocab}))
     if sh.tp > 1:
         ops.append(all_reduce("tp.embed_allreduce", c.N * h * c.ab, sh.tp, 1, None))

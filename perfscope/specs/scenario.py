@@ -111,7 +111,7 @@ def resolve_precision(s: Scenario, has_dtype) -> Precision:
         a = check_dtype(s.act_dtype, ACT_DTYPES, "--act-dtype")
     elif w == "fp8":
         a = "fp8"  # fp8 checkpoints are served W8A8 (dynamic per-token activation scales)
-    elif w in ("fp32",):
+    elif w == "fp32":
         a = "fp32"
     elif w in ("int8", "int4"):
         a = default  # weight-only by default; --act-dtype int8 gives W8A8
@@ -119,26 +119,25 @@ def resolve_precision(s: Scenario, has_dtype) -> Precision:
         a = w
     kv = check_dtype(s.kv_dtype, KV_DTYPES, "--kv-dtype") if s.kv_dtype else \
         ("fp32" if a in ("fp32", "tf32") else (a if a in ("bf16", "fp16") else default))
-    if a in ("fp8", "int8") and w not in (a, "int4") and w != a:
-        raise InputError(f"--act-dtype {a} needs --weight-dtype {a} (W{a[-1]}A{a[-1]}); "
-                         f"got --weight-dtype {w}")
     if w == "int4" and a in ("fp8", "int8"):
         raise InputError("--weight-dtype int4 runs weight-only with bf16/fp16 activations; "
                          "drop --act-dtype or use --weight-dtype int8")
+    if a in ("fp8", "int8") and w != a:
+        raise InputError(f"--act-dtype {a} needs --weight-dtype {a} (W{a[-1]}A{a[-1]}); "
+                         f"got --weight-dtype {w}")
     group = s.group_size
     if w == "int4" and group is None:
         group = DEFAULT_INT4_GROUP
     if w not in ("int4", "int8") and s.group_size is not None:
         raise InputError(f"--group-size applies to int4/int8 weights, not {w}")
-    compute = a
     for d, flag in ((w, "--weight-dtype"), (a, "--act-dtype"), (kv, "--kv-dtype")):
         if d in ("fp8", "bf16", "fp16", "int8", "tf32") and not has_dtype(d) and \
                 not (d == "int8" and flag != "--act-dtype"):
-            raise_unsupported(d, flag, has_dtype)
-    return Precision(quant_format(w, group), a, kv, compute)
+            raise_unsupported(d, flag)
+    return Precision(quant_format(w, group), a, kv, a)
 
 
-def raise_unsupported(d: str, flag: str, has_dtype) -> None:
+def raise_unsupported(d: str, flag: str) -> None:
     from perfscope.errors import UnsupportedDtypeError
 
     alt = {"fp8": "int8 or bf16", "bf16": "fp16", "tf32": "fp32", "int8": "fp16"}.get(d, "bf16")
