@@ -44,9 +44,9 @@ def attention_pre(c: Ctx, layer: int) -> list[Op]:
     H, KV, d, h, N = sh.heads, sh.kv_heads, m.head_dim, m.hidden, c.N
     ops = [gemm(c, "attn.qkv_proj", N, (H + 2 * KV) * d, h, layer, bias=m.qkv_bias)]
     if m.qk_norm:
-        ops.append(norm(c, "attn.qk_norm", N, (H + KV) * d, layer))
+        ops.append(norm(c, "attn.qk_norm", N, (H + KV) * d, layer, group=d))
     if m.positional == "rope" and m.rotary_dim:
-        ops.append(_rotary(c, N, (H + KV) * m.rotary_dim, m.rotary_dim, layer))
+        ops.append(_rotary(c, N, (H + KV) * m.rotary_dim, m.rotary_dim, layer, d))
     return ops
 
 
@@ -71,7 +71,7 @@ def attention_post(c: Ctx, layer: int) -> list[Op]:
     width = sh.heads * (a.v_head_dim if a else m.head_dim)
     if c.gb < c.ab:  # W8A8: the attention output is quantized for o_proj by its own kernel
         ops.append(elementwise(c, "attn.o_quant", c.N, width, layer, flops_per=0, n_in=1,
-                               feeds_gemm=True))
+                               feeds_gemm=True, impl={"op": "quant_per_token"}))
     ops.append(gemm(c, "attn.o_proj", c.N, m.hidden, width, layer,
                     bias=m.o_bias and a is None))
     if sh.tp > 1:
@@ -79,11 +79,12 @@ def attention_post(c: Ctx, layer: int) -> list[Op]:
     return ops
 
 
-def _rotary(c: Ctx, tokens: float, width: int, rot: int, layer: int) -> Op:
+def _rotary(c: Ctx, tokens: float, width: int, rot: int, layer: int, head_dim: int) -> Op:
     # out = x * cos + rotate_half(x) * sin: 2 multiplies + 1 add per element, in place on q/k,
-    # plus the cos/sin rows of each token
+    # plus the cos/sin rows of each token; ``width`` counts the rotated elements only
     return elementwise(c, "attn.rotary", tokens, width, layer, flops_per=3, n_in=1, n_out=1,
-                       extra_read=tokens * rot * c.ab)
+                       extra_read=tokens * rot * c.ab,
+                       impl={"rotary_dim": rot, "head_dim": head_dim})
 
 
 def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int, *,
@@ -102,10 +103,12 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
     shape = {"batch": B, "q_len": T, "kv_len": cached_tokens(C0 + T, W), "heads": H,
              "kv_heads": KV, "head_dim_qk": dqk, "head_dim_v": dv, "causal": 1,
              "window": W or 0}
+    impl = {"attention": c.s.attention, "softcap": c.m.logit_softcap,
+            "latent": c.m.mla is not None and KV == 1 and dqk != dv}
     if c.s.attention == "flash":
         flops = 2.0 * B * H * keys * (dqk + dv)  # QK^T and PV over the unmasked keys only
         return [make_op("attn.core", "attention", layer, c.reps, flops, 0.0, q_bytes + kv_act,
-                        out_bytes, kv_read, kv_new, c.store, "tensor", shape)]
+                        out_bytes, kv_read, kv_new, c.store, "tensor", shape, 0.0, impl)]
     # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
     K = shape["kv_len"] if C0 else C0 + T
     scores = B * H * T * K
@@ -114,13 +117,15 @@ def _core(c: Ctx, layer: int, W: int | None, H: int, KV: int, dqk: int, dv: int,
         Op("attn.score", "attention", layer, c.reps, 2.0 * scores * dqk,
            act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * c.ab,
            kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store, unit="tensor",
-           shape=shape),
+           shape=shape, impl={**impl, "part": "scores"}),
         Op("attn.softmax", "softmax", layer, c.reps, scores * (SOFTMAX_FLOPS + 1),
            act_in_bytes=scores * c.ab, act_out_bytes=scores * c.ab, dtype=c.store,
-           unit="vector", shape={"tokens": B * H * T, "width": K}),
+           unit="vector", shape={"tokens": B * H * T, "width": K},
+           impl={"op": "softmax", "mask": "causal"}),
         Op("attn.value", "attention", layer, c.reps, 2.0 * scores * dv,
            act_in_bytes=scores * c.ab + kv_act - half_kv_act, act_out_bytes=out_bytes,
-           kv_read_bytes=kv_read - half_kv_read, dtype=c.store, unit="tensor", shape=shape),
+           kv_read_bytes=kv_read - half_kv_read, dtype=c.store, unit="tensor", shape=shape,
+           impl={**impl, "part": "values"}),
     ]
 
 
@@ -144,7 +149,8 @@ def _mla_pre(c: Ctx, layer: int) -> list[Op]:
         ops.append(gemm(c, "attn.q_proj", N, H * a.qk_head_dim, h, layer))
     ops += [gemm(c, "attn.kv_a_proj", N, latent, h, layer),
             norm(c, "attn.kv_a_norm", N, a.kv_lora_rank, layer),
-            _rotary(c, N, (H + 1) * a.qk_rope_head_dim, a.qk_rope_head_dim, layer)]
+            _rotary(c, N, (H + 1) * a.qk_rope_head_dim, a.qk_rope_head_dim, layer,
+                    a.qk_rope_head_dim)]
     if _absorb(c):
         # q_nope (H x 128) -> latent (H x 512) per head: attention then runs on the latent
         ops.append(gemm(c, "attn.q_absorb", N, a.kv_lora_rank, a.qk_nope_head_dim, layer,

@@ -86,39 +86,56 @@ def gemm(c: Ctx, name: str, m: int | float, n: int, k: int, layer: int | None, *
     shape = {"m": max(1, round(m)), "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
+    impl = _GEMM_BIAS if bias else _GEMM
     return make_op(name, "gemm", layer, c.reps, flops, wbytes, rows * k * in_b, rows * n * c.ab,
-                   0.0, 0.0, dtype, "tensor", shape, deq)
+                   0.0, 0.0, dtype, "tensor", shape, deq, impl)
+
+
+_GEMM = {"op": "matmul", "bias": False}
+_GEMM_BIAS = {"op": "matmul", "bias": True}
 
 
 def norm(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
-         fused_add: bool = False, feeds_gemm: bool = False) -> Op:
+         fused_add: bool = False, feeds_gemm: bool = False, group: int | None = None) -> Op:
     """RMSNorm/LayerNorm over ``tokens x width``; ``fused_add`` also adds the residual in
     the same pass (reads x and residual, writes the normed x and the new residual).
     ``feeds_gemm`` under W8A8: the normed output is quantized to 8 bits in the same kernel
-    (vLLM's fused RMSNorm + dynamic per-token quant), so it is written at 1 byte."""
+    (vLLM's fused RMSNorm + dynamic per-token quant), so it is written at 1 byte.
+    ``group``: normalised over groups of this many elements (per-head q/k norms)."""
     per = LAYERNORM_FLOPS if c.m.norm == "layernorm" else RMSNORM_FLOPS
     e = tokens * width
     nw = width * (2 if c.m.norm == "layernorm" else 1) * c.ab
     quant = feeds_gemm and c.gb < c.ab
     out = (c.gb if quant else c.ab) + (c.ab if fused_add else 0.0)
     flops = e * (per + (1 if fused_add else 0) + (QUANT_FLOPS if quant else 0))
+    impl = {"norm": c.m.norm, "fused_add": fused_add, "quant_out": quant,
+            "group": group or width}
     return make_op(name, "norm", layer, c.reps, flops, nw, (2 if fused_add else 1) * e * c.ab,
-                   e * out, 0.0, 0.0, c.store, "vector", {"tokens": int(tokens), "width": width})
+                   e * out, 0.0, 0.0, c.store, "vector", {"tokens": int(tokens), "width": width},
+                   0.0, impl)
 
 
 def elementwise(c: Ctx, name: str, tokens: float, width: int, layer: int | None, *,
                 flops_per: float, n_in: float, n_out: float = 1, kind: str = "elementwise",
-                extra_read: float = 0.0, feeds_gemm: bool = False) -> Op:
-    """``feeds_gemm`` under W8A8: the output is quantized in the same kernel (1 byte out)."""
+                extra_read: float = 0.0, feeds_gemm: bool = False,
+                impl: dict | None = None) -> Op:
+    """``feeds_gemm`` under W8A8: the output is quantized in the same kernel (1 byte out).
+    ``impl`` says what is computed (see Op.impl); ``quant_out`` is added to it."""
     e = tokens * width
     out_b = c.ab
-    if feeds_gemm and c.gb < c.ab:
+    quant = feeds_gemm and c.gb < c.ab
+    if quant:
         out_b, flops_per = c.gb, flops_per + QUANT_FLOPS
+    if impl is not None and quant:
+        impl = {**impl, "quant_out": True}
     return make_op(name, kind, layer, c.reps, e * flops_per, 0.0, n_in * e * c.ab + extra_read,
                    n_out * e * out_b, 0.0, 0.0, c.store, "vector",
-                   {"tokens": int(tokens), "width": width})
+                   {"tokens": int(tokens), "width": width}, 0.0, impl)
+
+
+ADD = {"op": "add"}
 
 
 def residual(c: Ctx, name: str, layer: int | None) -> Op:
     """x + y: one add per element, read two tensors, write one."""
-    return elementwise(c, name, c.N, c.m.hidden, layer, flops_per=1, n_in=2)
+    return elementwise(c, name, c.N, c.m.hidden, layer, flops_per=1, n_in=2, impl=ADD)

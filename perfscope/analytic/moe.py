@@ -17,10 +17,12 @@ def expected_experts(n_experts: int, top_k: int, tokens: float) -> float:
 def _act(c: Ctx, name: str, tokens: float, width: int, layer: int) -> Op:
     # gated: act(gate) * up -> reads 2 x width, writes width; sized by the MLP width
     per = ACT_FLOPS.get(c.m.activation, 4)
+    impl = {"activation": c.m.activation, "gated": c.m.gated_mlp}
     if c.m.gated_mlp:
         return elementwise(c, name, tokens, width, layer, flops_per=per + 1, n_in=2,
-                           feeds_gemm=True)
-    return elementwise(c, name, tokens, width, layer, flops_per=per, n_in=1, feeds_gemm=True)
+                           feeds_gemm=True, impl=impl)
+    return elementwise(c, name, tokens, width, layer, flops_per=per, n_in=1, feeds_gemm=True,
+                       impl=impl)
 
 
 def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
@@ -44,7 +46,11 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     N, h = c.N, m.hidden
     E, k = e.n_experts, e.top_k
     router = gemm(c, "moe.router", N, E, h, layer, head=True)
-    topk = elementwise(c, "moe.topk", N, E, layer, flops_per=6, n_in=1, n_out=0)
+    # deepseek-v3 scores experts with a sigmoid and picks top-k within the best groups;
+    # the others softmax the router logits and take the top-k
+    routing = "sigmoid_group_topk" if e.router_bias else "softmax_topk"
+    topk = elementwise(c, "moe.topk", N, E, layer, flops_per=6, n_in=1, n_out=0,
+                       impl={"routing": routing, "top_k": k, "experts": E})
     ops = [router, topk]
     # Routed experts on this rank: assignments spread evenly over the EP groups; each
     # touched expert's weights are read once (expected distinct experts under uniform routing).
@@ -59,7 +65,8 @@ def moe_ops(c: Ctx, layer: int) -> list[Op]:
     ops.append(gemm(c, "moe.experts_down", per_expert, h, I, layer, groups=touched,
                     tokens=assigned))
     # weighted sum of each token's k expert outputs: k multiply-adds per element
-    ops.append(elementwise(c, "moe.combine", N, h, layer, flops_per=2 * k, n_in=k / sh.ep + 1))
+    ops.append(elementwise(c, "moe.combine", N, h, layer, flops_per=2 * k, n_in=k / sh.ep + 1,
+                           impl={"combine": "weighted_sum", "top_k": k}))
     if e.shared_intermediate:
         ops += mlp_ops(c, layer, sh.shared_intermediate, prefix="moe.shared")
         if e.shared_expert_gate:

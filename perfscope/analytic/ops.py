@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 KINDS = ("gemm", "attention", "norm", "elementwise", "softmax", "embedding", "comm")
 
@@ -35,6 +35,11 @@ class Op(NamedTuple):
     comm: str | None = None  # all_reduce | all_gather | all_to_all | p2p (kind == "comm")
     comm_bytes: float = 0.0  # message size per rank (the nccl-tests "size")
     ranks: int = 1  # group size of the collective
+    # what the op computes, beyond its shape, so a measurement can run the same computation:
+    # {"norm": "rmsnorm"|"layernorm", "fused_add": bool}, {"activation": "silu", "gated": True},
+    # {"rotary_dim": 128, "head_dim": 128}, {"routing": "softmax_topk", "top_k": 2, ...},
+    # {"combine": "weighted_sum", "top_k": 2}, {"op": "add"|"embedding"|"quant"}...
+    impl: Mapping[str, Any] | None = None
 
     @property
     def bytes_read(self) -> float:
@@ -62,11 +67,12 @@ _new = tuple.__new__
 def make_op(name: str, kind: str, layer: int | None, count: int, flops: float,
             weight_bytes: float, act_in_bytes: float, act_out_bytes: float,
             kv_read_bytes: float, kv_write_bytes: float, dtype: str, unit: str,
-            shape: Mapping[str, int] | None, dequant_flops: float = 0.0) -> Op:
+            shape: Mapping[str, int] | None, dequant_flops: float = 0.0,
+            impl: Mapping[str, Any] | None = None) -> Op:
     """Positional fast path for the builders (a compute op: no comm fields)."""
     return _new(Op, (name, kind, layer, count, flops, weight_bytes, act_in_bytes, act_out_bytes,
                      kv_read_bytes, kv_write_bytes, dtype, unit, shape, dequant_flops, None, 0.0,
-                     1))
+                     1, impl))
 
 
 @dataclass(frozen=True, slots=True)

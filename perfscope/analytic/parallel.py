@@ -88,7 +88,7 @@ def _comm(name: str, collective: str, msg_bytes: float, ranks: int, count: int,
           layer: int | None) -> Op:
     return tuple.__new__(Op, (name, "comm", layer, count, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "",
                               "link", {"bytes": int(msg_bytes), "ranks": ranks}, 0.0,
-                              collective, msg_bytes, ranks))
+                              collective, msg_bytes, ranks, {"collective": collective}))
 
 
 def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:

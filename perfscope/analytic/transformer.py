@@ -77,11 +77,13 @@ def _head_ops(c: Ctx) -> list[Op]:
     # vocab-parallel embedding: each rank gathers the rows it owns (~1/tp of the tokens)
     ops.append(make_op("embed", "embedding", None, 1, c.N * h if m.embed_scale else 0.0,
                        c.N * h * c.h_bpe / sh.tp, 0.0, c.N * h * c.ab, 0.0, 0.0,
-                       c.store, "vector", {"tokens": c.N, "width": h, "vocab": sh.vocab}))
+                       c.store, "vector", {"tokens": c.N, "width": h, "vocab": sh.vocab}, 0.0,
+                       {"op": "embedding", "scale": m.embed_scale}))
     if sh.tp > 1:
         ops.append(all_reduce("tp.embed_allreduce", c.N * h * c.ab, sh.tp, 1, None))
     if m.positional == "learned":
-        ops.append(elementwise(c, "pos_embed", c.N, h, None, flops_per=1, n_in=2))
+        ops.append(elementwise(c, "pos_embed", c.N, h, None, flops_per=1, n_in=2,
+                               impl={"op": "add"}))
     return ops
 
 

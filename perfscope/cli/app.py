@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from perfscope.cli.analyze import analyze_cmd
+from perfscope.cli.profile import profile_cmd
 from perfscope.cli.specs import hw_app, models_app
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.command("profile")(profile_cmd)
 app.command("analyze")(analyze_cmd)
 app.add_typer(hw_app, name="hw")
 app.add_typer(models_app, name="models")

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,25 +50,9 @@ def to_csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename: never a half-written file."""
-    from perfscope.errors import InputError
+    from perfscope.io import write_atomic as _write
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise InputError(f"--output {path}: cannot write there ({e.strerror or e}); "
-                         "choose a writable file path") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InputError(f"--output {path}: cannot write there ({e.strerror or e}); "
-                             "choose a writable file path") from e
-        raise
+    _write(path, text)
 
 
 def emit(text: str, output: Path | None) -> None:
