@@ -1,9 +1,11 @@
 """perfscope profile: the main job.
 
 Two branches share the command:
-- the default (analytic + local measurement -> HTML roofline report): perfscope.report.job
+- the default (analytic + local measurement -> HTML roofline report):
+  perfscope.cli.profile_report.run (library: perfscope.report)
 - ``--torch-model`` / ``--module``: a real PyTorch model run under torch.profiler and
-  FlopCounterMode, joined to the analytic graph: perfscope.torchprof
+  FlopCounterMode, joined to the analytic graph: perfscope.cli.profile_torch.run
+  (library: perfscope.measure.torchprof)
 
 This module only parses and dispatches; each branch takes a ProfileArgs.
 """
@@ -62,10 +64,10 @@ def profile_cmd(
                        torch_model=torch_model, module=module, layers=layers, device=device,
                        trace=trace)
     if torch_model or module:
-        from perfscope.torchprof.cli import run_torch_profile
+        from perfscope.cli import profile_torch
 
-        run_torch_profile(args)
+        profile_torch.run(args)
     else:
-        from perfscope.report.job import run_profile_report
+        from perfscope.cli import profile_report
 
-        run_profile_report(args)
+        profile_report.run(args)
