@@ -64,10 +64,10 @@ def profile_cmd(
                        torch_model=torch_model, module=module, layers=layers, device=device,
                        trace=trace)
     if torch_model or module:
-        from perfscope.cli import profile_torch
+        from perfscope.cli.profile_torch import run as run_torch
 
-        profile_torch.run(args)
+        run_torch(args)
     else:
-        from perfscope.cli import profile_report
+        from perfscope.cli.profile_report import run as run_report
 
-        profile_report.run(args)
+        run_report(args)
