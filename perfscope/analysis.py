@@ -184,8 +184,7 @@ def _hardware_json(a: Analysis) -> dict[str, Any]:
 
 
 def _overheads(a: Analysis) -> dict[str, float]:
-    """Fixed costs inside totals.time_s (zero on the spec roofline): per kernel and per
-    collective call, each summed over the step."""
-    kern = sum((p.overhead_s * p.op.count for p in a.points if p.bound != "comm"), 0.0)
-    coll = sum((p.overhead_s * p.op.count for p in a.points if p.bound == "comm"), 0.0)
-    return {"kernel_overhead_s": kern, "collective_overhead_s": coll}
+    """The fixed per-kernel cost inside totals.time_s, summed over the step (zero on the spec
+    roofline)."""
+    return {"kernel_overhead_s": sum((p.overhead_s * p.op.count for p in a.points
+                                      if p.bound != "comm"), 0.0)}

@@ -19,8 +19,15 @@ channel count) and the channel-count reduction for tiny messages.
 
 Ceilings. ``spec``: the wire rate of the bottleneck hop, NCCL's latencies, nothing else.
 ``empirical``: the bottleneck's measured ring efficiency (busbw / wire rate; derived where the
-link was not measured, see perfscope.specs.ceilings) and a fixed per-call cost calibrated on
-measured small-message floors, COLLECTIVE_OVERHEAD_S.
+link was not measured, see perfscope.specs.ceilings).
+
+Eager calls. A benchmark that calls each collective from the host (nccl-tests, torch's
+all_reduce in a loop) also pays the host-side enqueue and launch of every call and the skew
+between ranks: ``eager=True`` adds COLLECTIVE_OVERHEAD_S, calibrated on such measurements.
+``analyze`` does not: serving engines capture decode steps in CUDA graphs, where that host cost
+is gone (the per-kernel overhead of --ceiling empirical is also the in-graph one), and the
+published CUDA-graph TP decode runs (gpt-fast on 8 x A100, LLM-009..LLM-023) are matched only
+without it (benchmarks/validate_decode_batch1.py).
 """
 
 from __future__ import annotations
@@ -65,14 +72,13 @@ TREE_CORRECTION = {
 NET_OVERHEAD_US = 1.0  # getNetOverhead: per inter-node ring step, Intel host (AMD: 2.0); x3 Simple
 P2P_LL_THRESHOLD = 16384  # bytes: NCCL sends point-to-point messages up to this size with LL
 
-# Fixed cost of one collective call beyond NCCL's own model, charged under --ceiling empirical:
-# host-side enqueue and launch of an eager call and the skew between ranks. Calibrated on the
+# Fixed cost of one eager collective call beyond NCCL's own model (eager=True, empirical only):
+# host-side enqueue and launch of the call and the skew between ranks. Calibrated on the
 # Azure ND A100 v4 nccl-tests all-reduce curve (NCCL 2.18.5, 8 x A100-SXM4-80GB,
 # github:Azure/AI-benchmarking-guide Azure_Results/ND_A100_v4_results.md @3bb66ca): measured
 # minus modelled time at 1-64 KiB is 29.8, 29.7, 27.0, 28.2, 27.3, 25.9, 25.5 us, median 27.3.
 # Checked on MB-039 (43.83 us at 32 KiB on another 8 x A100: predicted 43.3) and MB-057 (8 x B200,
-# 47.8 us at 32 KiB). Inside a CUDA graph the host part disappears: serving engines that capture
-# their collectives pay less than this.
+# 47.8 us at 32 KiB, torch all_reduce in a loop). Inside a CUDA graph the host part disappears.
 COLLECTIVE_OVERHEAD_S = 27.3e-6
 
 
@@ -90,12 +96,6 @@ class GroupPath(NamedTuple):
     ring_bytes_s: float  # the ring's bus rate: min over its hops
     latency_class: str  # NCCL latency class of the intra-node steps
 
-    @property
-    def reach(self) -> str:
-        return "scale-out" if self.nodes > 1 else (
-            "host" if self.intra is not None and self.intra.latency_class == "pci" else
-            "scale-up")
-
 
 class CommCost(NamedTuple):
     time_s: float
@@ -103,7 +103,7 @@ class CommCost(NamedTuple):
     link: str  # name of the bottleneck link
     source: str  # "spec" | "measured" | "derived": where the bus rate came from
     algorithm: str  # "ring/LL", "tree/Simple", "p2p/Simple", ...
-    overhead_s: float  # COLLECTIVE_OVERHEAD_S when charged
+    overhead_s: float  # COLLECTIVE_OVERHEAD_S when charged (eager calls, empirical)
 
 
 def group_path(topo: Topology, ranks: int, stride: int = 1) -> GroupPath:
@@ -234,22 +234,24 @@ def p2p_time(nbytes: float, bus_bytes_s: float, latency_class: str, arch: str | 
     return lat * US + nbytes / bus, f"p2p/{proto}"
 
 
-def all_to_all_time(nbytes: float, path: GroupPath, efficiency: float,
-                    arch: str | None) -> tuple[float, str]:
+def all_to_all_time(nbytes: float, path: GroupPath,
+                    efficiency: float) -> tuple[float, str, LinkSpec]:
     """All-to-all of ``nbytes`` per rank: (p-1)/p of it leaves each rank, to every peer at
     once (NCCL runs it as grouped send/recv). Intra-node shares go over the intra link, the
-    rest over the rank's own NIC; the slower of the two bounds the time."""
+    rest over the rank's own NIC; the slower of the two bounds the time (and names the link).
+    Each peer's share is sent with LL (1/3 of the rate) up to 16 KiB, else Simple."""
     p = path.ranks
     local = (path.per_node - 1) / p * nbytes
     remote = (p - path.per_node) / p * nbytes
-    t_bw = max(local / (path.intra_bytes_s * efficiency) if local else 0.0,
-               remote / (path.nic_bytes_s * efficiency) if remote else 0.0)
+    t_local = local / (path.intra_bytes_s * efficiency) if local else 0.0
+    t_remote = remote / (path.nic_bytes_s * efficiency) if remote else 0.0
+    link = path.intra if t_local >= t_remote and path.intra is not None else path.nic
+    assert link is not None
     cls = "net" if path.nodes > 1 else path.latency_class
     proto = "LL" if nbytes / p <= P2P_LL_THRESHOLD else "Simple"
     lat = BASE_LAT["ring"][proto] + HW_LAT[cls]["ring"][proto]
-    if proto == "LL":
-        t_bw *= 3
-    return lat * US + t_bw, f"all_to_all/{proto}"
+    t_bw = max(t_local, t_remote) * (3 if proto == "LL" else 1)
+    return lat * US + t_bw, f"all_to_all/{proto}", link
 
 
 # ---- the cost of one comm op ----------------------------------------------------------------
@@ -275,9 +277,9 @@ def link_steps(op: Op) -> int:
 
 
 def comm_cost(op: Op, topo: Topology, ceiling: str = "spec") -> CommCost:
-    """Time of one instance of the comm op ``op`` on ``topo``; the group's kind and spacing
-    come from ``op.impl`` ({"group": "tp", "stride": 1}) as the constructors in
-    perfscope.analytic.parallel record them."""
+    """Time of one instance of the comm op ``op`` on ``topo`` inside a captured step (no eager
+    call overhead); the group's kind and spacing come from ``op.impl`` ({"group": "tp",
+    "stride": 1}) as the constructors in perfscope.analytic.parallel record them."""
     impl = op.impl or {}
     return collective_cost(topo, op.comm or "p2p", float(op.comm_bytes), op.ranks,
                            int(impl.get("stride", 1)), ceiling)
@@ -285,9 +287,11 @@ def comm_cost(op: Op, topo: Topology, ceiling: str = "spec") -> CommCost:
 
 @lru_cache(maxsize=4096)
 def collective_cost(topo: Topology, collective: str, nbytes: float, ranks: int,
-                    stride: int = 1, ceiling: str = "spec") -> CommCost:
+                    stride: int = 1, ceiling: str = "spec", eager: bool = False) -> CommCost:
     """Time of one ``collective`` of ``nbytes`` (NCCL's count: the per-rank buffer; for
-    all-gather the gathered buffer) over ``ranks`` GPUs ``stride`` apart on ``topo``."""
+    all-gather the gathered buffer) over ``ranks`` GPUs ``stride`` apart on ``topo``.
+    ``eager``: called from the host one by one, as benchmarks do (adds, under the empirical
+    ceiling, COLLECTIVE_OVERHEAD_S)."""
     if topo.scale_up is None and topo.host is None and topo.scale_out is None:
         raise InputError("the hardware spec has no [links]: communication between GPUs "
                          "cannot be timed; add [links] to the spec")
@@ -297,16 +301,19 @@ def collective_cost(topo: Topology, collective: str, nbytes: float, ranks: int,
         from perfscope.specs.ceilings import link_efficiency
 
         c = link_efficiency(path.bottleneck)
-        eff, source, overhead = c.value, c.source, COLLECTIVE_OVERHEAD_S
+        eff, source = c.value, c.source
+        overhead = COLLECTIVE_OVERHEAD_S if eager else 0.0
     bus = path.ring_bytes_s * eff
     arch = topo.architecture
+    link = path.bottleneck
     if collective in ("all_reduce", "all_gather", "reduce_scatter"):
         t, algo = nccl_time(collective, nbytes, ranks, path.nodes, bus, path.latency_class, arch)
     elif collective == "all_to_all":
-        t, algo = all_to_all_time(nbytes, path, eff, arch)
+        t, algo, link = all_to_all_time(nbytes, path, eff)
+        bus = (path.intra_bytes_s if link is path.intra else path.nic_bytes_s) * eff
     elif collective == "p2p":
         t, algo = p2p_time(nbytes, bus, path.latency_class, arch, path.nodes)
     else:
         raise InputError(f"unknown collective {collective!r}; use all_reduce, all_gather, "
                          "reduce_scatter, all_to_all or p2p")
-    return CommCost(t + overhead, bus, path.bottleneck.name, source, algo, overhead)
+    return CommCost(t + overhead, bus, link.name, source, algo, overhead)

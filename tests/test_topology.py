@@ -153,6 +153,16 @@ def test_expert_all_to_all_over_a_mesh_uses_every_peer_link():
     assert c.time_s == pytest.approx((8.4 + 3.4) * US + 64 * MIB * 7 / 8 / 448e9)
 
 
+def test_expert_all_to_all_across_nodes_is_bound_by_each_ranks_nic():
+    topo = load_hw("h100-sxm").topology
+    op = all_to_all("moe.dispatch", 64 * MIB, 16, 1, 0)
+    c = comm_cost(op, topo)
+    # 16 ranks on 2 nodes: 7/16 of the buffer to node-local peers over NVLink 4 (450 GB/s),
+    # 8/16 to the other node over the rank's own 50 GB/s NIC, which takes longer
+    assert c.link == "ib-ndr"
+    assert c.time_s == pytest.approx((8.4 + 14.0) * US + 64 * MIB * 8 / 16 / 50e9)
+
+
 def test_missing_links_are_clean_errors():
     with pytest.raises(InputError, match=r"links\.network"):
         run("llama-3.1-70b", "l40s", phase="decode", batch=1, context_len=128, tp=16)
