@@ -114,6 +114,7 @@ def _none_found(hw: HardwareSpec, what: str) -> SpecError:
                      f"add [empirical.{what}] to the spec or use --ceiling spec")
 
 
+@lru_cache(maxsize=1024)
 def tensor_ceiling(hw: HardwareSpec, dtype: str) -> Ceiling:
     """Empirical GEMM rate of ``dtype`` on ``hw`` (FLOP/s), by the rule in the module doc."""
     peak = hw.peak(dtype).gemm
@@ -160,6 +161,7 @@ def _first_dtype(figs: list[_Fig], dtype: str) -> list[_Fig]:
     return [f for f in figs if f.what == order[0]] if order else []
 
 
+@lru_cache(maxsize=1024)
 def memory_ceiling(hw: HardwareSpec) -> Ceiling:
     """Empirical HBM bandwidth (bytes/s)."""
     e = hw.empirical
@@ -176,6 +178,7 @@ def memory_ceiling(hw: HardwareSpec) -> Ceiling:
     raise _none_found(hw, "memory")
 
 
+@lru_cache(maxsize=1024)
 def kernel_overhead_ceiling(hw: HardwareSpec) -> Ceiling:
     """Fixed time every kernel costs beyond its roofline time (seconds)."""
     e = hw.empirical
@@ -192,6 +195,7 @@ def kernel_overhead_ceiling(hw: HardwareSpec) -> Ceiling:
     raise _none_found(hw, "kernel_overhead")
 
 
+@lru_cache(maxsize=1024)
 def link_efficiency(link: LinkSpec) -> Ceiling:
     """Achieved ring all-reduce bus bandwidth as a fraction of the link's spec rate."""
     eff = link.measured_efficiency

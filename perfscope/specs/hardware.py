@@ -90,6 +90,20 @@ class HardwareSpec:
     architecture: str | None = None
     memory_nominal_bytes: float = 0.0  # the vendor's capacity figure
     memory_driver_source: str | None = None  # None: no driver figure, capacity is nominal
+    # empirical ceilings are cached per spec: hash it once (its mappings are read-only views)
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        e = self.empirical
+        emp = None if e is None else (tuple(sorted(e.gemm_flops.items())),
+                                      e.memory_bandwidth_bytes_s, e.kernel_overhead_s)
+        object.__setattr__(self, "_hash", hash((self.name, self.file, self.memory_bytes,
+                                                self.memory_bandwidth_bytes_s,
+                                                tuple(self.peaks.values()), self.topology,
+                                                emp, self.architecture)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     # ---- links (the topology's, under their old names) -----------------------------------
     @property
