@@ -135,20 +135,18 @@ def _op_row(p: RooflinePoint) -> dict[str, Any]:
         "kv_write_bytes": op.kv_write_bytes, "link_bytes": op.comm_bytes,
         "dequant_flops": op.dequant_flops, "dtype": op.dtype, "unit": op.unit,
         "ceiling": p.ceiling, "shape": dict(op.shape or {}),
+        # comm ops: the bottleneck link of the op's group and NCCL's algorithm/protocol
+        "link": p.link, "algorithm": p.algorithm, "overhead_s": p.overhead_s,
     }
 
 
 def to_json(a: Analysis) -> dict[str, Any]:
-    s, m, hw, t, mem = a.scenario, a.model, a.hw, a.totals, a.memory
+    s, m, t, mem = a.scenario, a.model, a.totals, a.memory
     return {
         "schema": SCHEMA,
         "model": {"name": m.name, "params": m.params, "active_params": m.active_params,
                   "model_type": m.model_type, "layers": m.n_layers},
-        "hardware": {"name": hw.name, "display_name": hw.display_name,
-                     "memory_bytes": hw.memory_bytes,
-                     "memory_bandwidth_bytes_s": hw.memory_bandwidth(s.ceiling)[0],
-                     "peak_flops_per_s": hw.tensor_flops(a.precision.compute, s.ceiling)[0],
-                     "gpu_link": hw.gpu_link.name if hw.gpu_link else None},
+        "hardware": _hardware_json(a),
         "scenario": {"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
                      "context_len": s.cached_before if s.phase != "prefill" else 0,
                      "tp": s.tp, "pp": s.pp, "ep": s.ep,
@@ -159,7 +157,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
         "totals": {"flops": t.flops, "bytes": t.bytes, "time_s": t.time_s, "bound": t.bound,
                    "flops_by_kind": dict(t.flops_by_kind), "bytes_by_kind": dict(t.bytes_by_kind),
                    "time_by_kind": dict(t.time_by_kind), "mfu": t.mfu, "mbu": t.mbu,
-                   "tokens_per_s": t.tokens_per_s},
+                   "tokens_per_s": t.tokens_per_s, **_overheads(a)},
         "memory": {"weights_bytes": mem.weights_bytes, "kv_cache_bytes": mem.kv_cache_bytes,
                    "activation_peak_bytes": mem.activation_peak_bytes,
                    "total_bytes": mem.total_bytes, "capacity_bytes": mem.capacity_bytes,
@@ -167,3 +165,26 @@ def to_json(a: Analysis) -> dict[str, Any]:
                    "fits": mem.fits, "max_batch": mem.max_batch},
         "ops": [_op_row(p) for p in a.points],
     }
+
+
+def _hardware_json(a: Analysis) -> dict[str, Any]:
+    from perfscope.specs.ceilings import describe
+
+    hw, s = a.hw, a.scenario
+    dts = list(dict.fromkeys(d for d in (a.precision.compute, a.precision.act) if
+                             hw.has_dtype(d)))
+    return {"name": hw.name, "display_name": hw.display_name,
+            "memory_bytes": hw.memory_bytes, "memory_nominal_bytes": hw.memory_nominal_bytes,
+            "memory_capacity_source": "driver" if hw.memory_driver_source else "nominal",
+            "memory_bandwidth_bytes_s": hw.memory_bandwidth(s.ceiling)[0],
+            "peak_flops_per_s": hw.tensor_flops(a.precision.compute, s.ceiling)[0],
+            "gpu_link": hw.gpu_link.name if hw.gpu_link else None,
+            "topology": hw.topology.describe(),
+            "ceilings": describe(hw, s.ceiling, dts)}
+
+
+def _overheads(a: Analysis) -> dict[str, float]:
+    """The fixed per-kernel cost inside totals.time_s, summed over the step (zero on the spec
+    roofline)."""
+    return {"kernel_overhead_s": sum((p.overhead_s * p.op.count for p in a.points
+                                      if p.bound != "comm"), 0.0)}

@@ -2,18 +2,19 @@
 
 Compute ceilings: tensor unit of the op's dtype for GEMMs and attention, vector unit for the
 rest; weight-only dequantization runs on the vector unit on top. Memory: HBM bandwidth. Comm
-ops: a ring over the device's GPU-to-GPU link, alpha-beta model (steps x latency + bus bytes /
-bandwidth). ``ceiling="empirical"`` swaps in measured GEMM, HBM and bus bandwidths where the
-spec has them; each point says which ceiling it used.
+ops: perfscope.collectives (the links the op's group crosses, NCCL's algorithm and protocol
+choice). ``ceiling="empirical"`` swaps in achieved rates (measured on the part, or derived by
+the rule in perfscope.specs.ceilings) and the fixed per-kernel and per-collective costs; each
+point says which link it used and where its ceiling came from (spec | measured | derived).
 """
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import NamedTuple
 
 from perfscope.analytic.ops import Op, OpGraph
-from perfscope.analytic.parallel import link_bytes, link_steps
-from perfscope.errors import InputError
+from perfscope.collectives import comm_cost
 from perfscope.specs.hardware import HardwareSpec
 
 
@@ -22,13 +23,16 @@ class RooflinePoint(NamedTuple):
     intensity: float  # FLOP per HBM byte
     attainable_flops_per_s: float  # min(peak, intensity x bandwidth)
     peak_flops_per_s: float
-    bandwidth_bytes_s: float
+    bandwidth_bytes_s: float  # HBM bandwidth; comm ops: the bus rate of their bottleneck link
     compute_time_s: float  # per instance
-    memory_time_s: float
+    memory_time_s: float  # comm ops: the link time
     time_s: float  # per instance; x op.count for the step
     bound: str  # compute | memory | comm
-    ceiling: str  # spec | empirical
+    ceiling: str  # where the binding ceiling came from: spec | measured | derived
     bytes: float = 0.0  # HBM bytes of one instance (op.bytes)
+    link: str | None = None  # comm ops: the bottleneck link the group crosses
+    algorithm: str | None = None  # comm ops: NCCL algorithm/protocol ("ring/LL")
+    overhead_s: float = 0.0  # fixed cost included in time_s (kernel or collective call)
 
     @property
     def total_time_s(self) -> float:
@@ -36,21 +40,10 @@ class RooflinePoint(NamedTuple):
 
 
 _new = tuple.__new__
-
-# Fixed cost per kernel under empirical ceilings when the device spec has no measured value:
-# launch gap inside a CUDA graph plus the ramp-up and tail of a memory-bound kernel. Fitted
-# once to gpt-fast's Llama-2-7B bf16 batch-1 decode on A100-80GB (LLM-001: 104.9 tokens/s
-# against 7.6 ms of weight streaming at the empirical bandwidth over 291 kernels), then
-# validated on the other 23 published cases (benchmarks/validate_decode_batch1.py).
-DEFAULT_KERNEL_OVERHEAD_S = 6.5e-6
-
-
-def kernel_overhead(hw: HardwareSpec, ceiling: str) -> float:
-    if ceiling != "empirical":
-        return 0.0  # the spec roofline is the ideal: no fixed costs
-    if hw.empirical and hw.empirical.kernel_overhead_s is not None:
-        return hw.empirical.kernel_overhead_s
-    return DEFAULT_KERNEL_OVERHEAD_S
+# the fields place() reads, by name, in one C-level call: as fast as op[1], op[3]... and
+# faster than eleven attribute lookups (benchmarks/bench_analyze.py)
+_FIELDS = attrgetter("kind", "count", "unit", "dtype", "flops", "weight_bytes", "act_in_bytes",
+                     "act_out_bytes", "kv_read_bytes", "kv_write_bytes", "dequant_flops")
 
 
 class Sums(NamedTuple):
@@ -62,11 +55,12 @@ class Sums(NamedTuple):
     time_by_kind: dict[str, float]
     time_by_bound: dict[str, float]
     act_peak_bytes: float  # largest inputs + outputs of one compute op
+    overhead_s: float = 0.0  # fixed per-kernel and per-collective costs in time_s
 
 
 def roofline(graph: OpGraph, hw: HardwareSpec, ceiling: str = "spec") -> tuple[RooflinePoint, ...]:
     """One point per op. Per instance: time = max(compute, memory) + dequantization + the
-    fixed kernel overhead (empirical ceilings only); comm ops: the link's alpha-beta time."""
+    fixed kernel overhead (empirical ceilings only); comm ops: perfscope.collectives."""
     return place(graph, hw, ceiling)[0]
 
 
@@ -74,7 +68,8 @@ def place(graph: OpGraph, hw: HardwareSpec,
           ceiling: str = "spec") -> tuple[tuple[RooflinePoint, ...], Sums]:
     """``roofline`` plus the step's sums, in the same single pass over the ops."""
     bw, bw_src = hw.memory_bandwidth(ceiling)
-    fixed = kernel_overhead(hw, ceiling)
+    fixed = hw.kernel_overhead(ceiling)[0]
+    topo = hw.topology
     peaks: dict[tuple[str, str], tuple[float, str]] = {}
     vec: dict[str, float] = {}
     out: list[RooflinePoint] = []
@@ -83,41 +78,42 @@ def place(graph: OpGraph, hw: HardwareSpec,
     bk: dict[str, float] = {}
     tk: dict[str, float] = {}
     tb = {"compute": 0.0, "memory": 0.0, "comm": 0.0}
-    total = act = 0.0
+    total = act = overhead = 0.0
     for op in graph.ops:
-        # tuple indexing: 1 kind, 3 count, 4 flops, 5-9 bytes, 10 dtype, 11 unit, 13 dequant
-        kind, n, unit = op[1], op[3], op[11]
+        kind, n, unit, dtype, flops, w_b, in_b, out_b, kvr_b, kvw_b, dq = _FIELDS(op)
         if unit == "link":
-            p = _comm_point(op, hw, ceiling)
-            append(p)
-            t = p[7] * n
+            c = comm_cost(op, topo, ceiling)
+            append(_new(RooflinePoint, (op, 0.0, 0.0, 0.0, c.bus_bytes_s, 0.0, c.time_s, c.time_s,
+                                        "comm", c.source, 0.0, c.link, c.algorithm,
+                                        c.overhead_s)))
+            t = c.time_s * n
             total += t
+            overhead += c.overhead_s * n
             fk[kind] = fk.get(kind, 0.0)
             bk[kind] = bk.get(kind, 0.0)
             tk[kind] = tk.get(kind, 0.0) + t
             tb["comm"] += t
             continue
-        key = (unit, op[10])
+        key = (unit, dtype)
         pk = peaks.get(key)
         if pk is None:
-            pk = peaks[key] = hw.tensor_flops(op[10], ceiling) if unit == "tensor" else \
-                (hw.vector_flops(op[10]), "spec")
+            pk = peaks[key] = hw.tensor_flops(dtype, ceiling) if unit == "tensor" else \
+                (hw.vector_flops(dtype), "spec")
         peak = pk[0]
-        io = op[6] + op[7]
+        io = in_b + out_b
         if io > act:
             act = io
-        b = op[5] + io + op[8] + op[9]
-        flops = op[4]
+        b = w_b + io + kvr_b + kvw_b
         t_c = flops / peak
         t_m = b / bw
         extra = fixed
-        if op[13]:
+        if dq:
             # weight-only dequantization on the vector unit: published small-batch kernels do
             # not hide it behind the weight stream (gpt-fast int8/int4, LLM-002/003)
-            v = vec.get(op[10])
+            v = vec.get(dtype)
             if v is None:
-                v = vec[op[10]] = hw.vector_flops(op[10])
-            extra += op[13] / v
+                v = vec[dtype] = hw.vector_flops(dtype)
+            extra += dq / v
         inten = flops / b if b else 0.0
         att = inten * bw
         if att > peak:
@@ -125,30 +121,17 @@ def place(graph: OpGraph, hw: HardwareSpec,
         if t_c >= t_m:
             time = t_c + extra
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "compute",
-                                        pk[1], b)))
+                                        pk[1], b, None, None, fixed)))
             tb["compute"] += time * n
         else:
             time = t_m + extra
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "memory",
-                                        bw_src, b)))
+                                        bw_src, b, None, None, fixed)))
             tb["memory"] += time * n
         t = time * n
         total += t
+        overhead += fixed * n
         fk[kind] = fk.get(kind, 0.0) + flops * n
         bk[kind] = bk.get(kind, 0.0) + b * n
         tk[kind] = tk.get(kind, 0.0) + t
-    return tuple(out), Sums(total, fk, bk, tk, tb, act)
-
-
-def _comm_point(op: Op, hw: HardwareSpec, ceiling: str) -> RooflinePoint:
-    link = hw.gpu_link
-    if link is None:
-        raise InputError(f"{hw.display_name} has no GPU-to-GPU or host link in its spec, so "
-                         "TP/PP communication cannot be timed; add [links] to the spec")
-    bus = link_bytes(op)
-    if ceiling == "empirical" and link.empirical_busbw_bytes_s:
-        bw, src = link.empirical_busbw_bytes_s, "empirical"
-    else:
-        bw, src = link.bandwidth_bytes_s, "spec"
-    t = link.base_latency_s + link_steps(op) * link.latency_s + bus / bw
-    return RooflinePoint(op, 0.0, 0.0, 0.0, bw, 0.0, bus / bw, t, "comm", src)
+    return tuple(out), Sums(total, fk, bk, tk, tb, act, overhead)

@@ -20,6 +20,7 @@ DTYPE_BITS: dict[str, int] = {
     "fp8": 8,
     "int8": 8,
     "int4": 4,
+    "fp4": 4,  # NVFP4 (e2m1) elements; Blackwell has a tensor path for it
 }
 DTYPES = tuple(DTYPE_BITS)
 WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")

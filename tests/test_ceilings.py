@@ -118,9 +118,9 @@ def test_saved_spec_loads_back(tmp_path):
     assert hw.name == "mybox" and hw.sm_count == 4
     assert hw.l2_bytes == 16 * MIB  # the last-level cache
     assert hw.memory_bytes == pytest.approx(64e9)
-    assert hw.tensor_flops("fp32", "empirical") == (pytest.approx(1.5e11), "empirical")
+    assert hw.tensor_flops("fp32", "empirical") == (pytest.approx(1.5e11), "measured")
     assert hw.tensor_flops("fp32", "spec")[0] == pytest.approx(1.5e11)  # measured as peak
-    assert hw.memory_bandwidth("empirical") == (pytest.approx(2.5e10), "empirical")  # triad
+    assert hw.memory_bandwidth("empirical") == (pytest.approx(2.5e10), "measured")  # triad
     assert not hw.has_dtype("bf16")
     with pytest.raises(UnsupportedDtypeError):
         hw.tensor_flops("fp8")

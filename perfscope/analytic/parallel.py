@@ -84,42 +84,52 @@ def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
                  -(-m.vocab // tp), tuple(stages))
 
 
+GROUPS = ("tp", "ep", "pp", "dp")
+
+
 def _comm(name: str, collective: str, msg_bytes: float, ranks: int, count: int,
-          layer: int | None) -> Op:
+          layer: int | None, group: str = "tp", stride: int = 1) -> Op:
+    """A comm op; ``Op.impl`` records the collective, the group kind and the spacing of the
+    group's ranks in the global numbering, from which perfscope.collectives picks the links.
+
+    Ranks are numbered TP innermost: a TP group is consecutive (stride 1); the data-parallel-
+    attention / expert group spans the tp x attn_dp GPUs of a pipeline stage (stride 1);
+    PP peers are tp x attn_dp apart; DP replicas tp x attn_dp x pp apart.
+    """
+    if group not in GROUPS:
+        raise InputError(f"comm group {group!r} of {name}: use one of {', '.join(GROUPS)}")
     return tuple.__new__(Op, (name, "comm", layer, count, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "",
                               "link", {"bytes": int(msg_bytes), "ranks": ranks}, 0.0,
-                              collective, msg_bytes, ranks, {"collective": collective}))
+                              collective, msg_bytes, ranks,
+                              {"collective": collective, "group": group, "stride": stride}))
 
 
-def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
-    """Ring all-reduce of ``msg_bytes`` per rank: each rank sends and receives 2(p-1)/p of it."""
-    return _comm(name, "all_reduce", msg_bytes, ranks, count, layer)
+def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "tp", stride: int = 1) -> Op:
+    """All-reduce of ``msg_bytes`` per rank (a ring moves 2(p-1)/p of it over each link)."""
+    return _comm(name, "all_reduce", msg_bytes, ranks, count, layer, group, stride)
 
 
-def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
-    """Ring all-gather; ``msg_bytes`` is the gathered size: (p-1)/p of it crosses each link."""
-    return _comm(name, "all_gather", msg_bytes, ranks, count, layer)
+def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "tp", stride: int = 1) -> Op:
+    """All-gather; ``msg_bytes`` is the gathered size: (p-1)/p of it crosses each link."""
+    return _comm(name, "all_gather", msg_bytes, ranks, count, layer, group, stride)
 
 
-def p2p(name: str, msg_bytes: float, count: int) -> Op:
-    return _comm(name, "p2p", msg_bytes, 2, count, None)
+def reduce_scatter(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+                   group: str = "tp", stride: int = 1) -> Op:
+    """Reduce-scatter of ``msg_bytes`` per rank (the input): (p-1)/p of it crosses each link."""
+    return _comm(name, "reduce_scatter", msg_bytes, ranks, count, layer, group, stride)
 
 
-def link_bytes(op: Op) -> float:
-    """Bytes each rank puts on its link (nccl-tests 'bus' bytes)."""
-    p = op.ranks
-    if op.comm == "all_reduce":
-        return op.comm_bytes * 2 * (p - 1) / p
-    if op.comm in ("all_gather", "reduce_scatter", "all_to_all"):
-        return op.comm_bytes * (p - 1) / p
-    return op.comm_bytes
+def all_to_all(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "ep", stride: int = 1) -> Op:
+    """All-to-all (MoE dispatch / combine): each rank sends ``msg_bytes`` split over the
+    group, (p-1)/p of it to its peers."""
+    return _comm(name, "all_to_all", msg_bytes, ranks, count, layer, group, stride)
 
 
-def link_steps(op: Op) -> int:
-    """Latency-bound steps of the ring algorithm."""
-    p = op.ranks
-    if op.comm == "all_reduce":
-        return 2 * (p - 1)
-    if op.comm in ("all_gather", "reduce_scatter", "all_to_all"):
-        return p - 1
-    return 1
+def p2p(name: str, msg_bytes: float, count: int, *, group: str = "pp", stride: int = 1,
+        layer: int | None = None) -> Op:
+    """One send/recv of ``msg_bytes`` between two ranks ``stride`` apart (PP: tp x attn_dp)."""
+    return _comm(name, "p2p", msg_bytes, 2, count, layer, group, stride)

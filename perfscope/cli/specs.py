@@ -69,6 +69,7 @@ def hw_list(fmt: FormatOpt = "table") -> None:
 @hw_app.command("show")
 def hw_show(name: str, fmt: FormatOpt = "table") -> None:
     """Every figure of one device, with its source."""
+    from perfscope.specs.ceilings import describe
     from perfscope.specs.loading import load_hw
 
     check_format(fmt)
@@ -79,16 +80,22 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
     data = _hw_row(h) | {
         "file": h.file, "memory_source": h.memory_source, "l2_bytes": h.l2_bytes,
         "sm_count": h.sm_count, "peaks": peaks,
+        "memory_nominal_bytes": h.memory_nominal_bytes,
+        "memory_driver_source": h.memory_driver_source,
         "links": {k: (None if v is None else {"name": v.name, "kind": v.kind,
                                               "bandwidth_bytes_s": v.bandwidth_bytes_s,
-                                              "latency_s": v.latency_s, "source": v.source})
+                                              "latency_class": v.latency_class,
+                                              "source": v.source})
                   for k, v in (("gpu", h.gpu_link), ("host", h.host_link),
                                ("network", h.network_link))},
+        "topology": h.topology.describe(),
         "empirical": None if h.empirical is None else {
             "gemm_flops_per_s": dict(h.empirical.gemm_flops),
             "gemm_sources": dict(h.empirical.gemm_sources),
             "memory_bandwidth_bytes_s": h.empirical.memory_bandwidth_bytes_s,
             "memory_source": h.empirical.memory_source},
+        # every --ceiling empirical figure with its source: measured | derived
+        "ceilings": describe(h, "empirical"),
     }
     if fmt == "json":
         emit(to_json_text(data), None)
@@ -101,7 +108,8 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
 
         con = console()
         con.print(f"[bold]{h.display_name}[/] ({h.name}) from {h.file}")
-        con.print(f"memory {h.memory_bytes / 2**30:.1f} GiB at "
+        con.print(f"memory {h.memory_bytes / 2**30:.1f} GiB usable of "
+                  f"{h.memory_nominal_bytes / 2**30:.0f} GiB at "
                   f"{h.memory_bandwidth_bytes_s / 1e9:,.0f} GB/s  [{h.memory_source}]")
         con.print(f"L2 {h.l2_bytes / 2**20:.0f} MiB, {h.sm_count} SMs")
         t = Table("dtype", "tensor dense TFLOP/s", "with sparsity", "vector TFLOP/s", "source")
@@ -114,14 +122,20 @@ def hw_show(name: str, fmt: FormatOpt = "table") -> None:
         for k, v in data["links"].items():
             if v:
                 con.print(f"{k} link: {v['name']} {v['bandwidth_bytes_s'] / 1e9:,.1f} GB/s per "
-                          f"direction, {v['latency_s'] * 1e6:.1f} us  [{v['source']}]")
-        if h.empirical:
-            e = h.empirical
-            for d, f in e.gemm_flops.items():
-                con.print(f"empirical GEMM {d}: {f / 1e12:,.1f} TFLOP/s  [{e.gemm_sources[d]}]")
-            if e.memory_bandwidth_bytes_s:
-                con.print(f"empirical memory: {e.memory_bandwidth_bytes_s / 1e9:,.0f} GB/s  "
-                          f"[{e.memory_source}]")
+                          f"direction  [{v['source']}]")
+        topo = h.topology
+        con.print(f"topology: {topo.scale_up_kind} of {topo.scale_up_domain} GPUs, "
+                  f"{topo.gpus_per_node} GPUs per node")
+        c = data["ceilings"]
+        for d, r in c["gemm_flops_per_s"].items():
+            con.print(f"empirical GEMM {d}: {r['value'] / 1e12:,.1f} TFLOP/s {r['source']}  "
+                      f"[{r['note']}]")
+        for key, label, unit, scale in (
+                ("memory_bandwidth_bytes_s", "memory bandwidth", "GB/s", 1e9),
+                ("kernel_overhead_s", "kernel overhead", "us per kernel", 1e-6)):
+            r = c[key]
+            con.print(f"empirical {label}: {r['value'] / scale:,.1f} {unit} {r['source']}  "
+                      f"[{r['note']}]")
 
 
 @hw_app.command("links")
@@ -131,17 +145,14 @@ def hw_links(fmt: FormatOpt = "table") -> None:
 
     check_format(fmt)
     rows: list[dict[str, Any]] = [{"name": k.name, "display_name": k.display_name, "kind": k.kind,
-             "bandwidth_bytes_s": k.bandwidth_bytes_s, "latency_s": k.latency_s,
-             "base_latency_s": k.base_latency_s,
+             "bandwidth_bytes_s": k.bandwidth_bytes_s, "latency_class": k.latency_class,
              "empirical_busbw_bytes_s": k.empirical_busbw_bytes_s, "source": k.source}
             for k in list_links()]
     if fmt == "table":
         for r in rows:
             r["GB/s_per_dir"] = r["bandwidth_bytes_s"] / 1e9
-            r["step_us"] = r["latency_s"] * 1e6
-            r["base_us"] = r["base_latency_s"] * 1e6
             r["busbw_GB/s"] = (r["empirical_busbw_bytes_s"] or 0) / 1e9 or "-"
-    _render(rows, fmt, ["name", "display_name", "kind", "GB/s_per_dir", "step_us", "base_us",
+    _render(rows, fmt, ["name", "display_name", "kind", "GB/s_per_dir", "latency_class",
                         "busbw_GB/s"])
 
 

@@ -1,8 +1,14 @@
-"""Hardware and interconnect specs, read from TOML (see hw_specs/README.md for the schema).
+"""Hardware specs, read from TOML (see hw_specs/README.md for the schema).
 
 Dense and with-sparsity tensor peaks are kept in separate fields; the roofline only ever uses
 dense. A dtype the device cannot run at speed is absent, and asking for it raises
 UnsupportedDtypeError naming the dtypes it has.
+
+Every ceiling says where it came from: ``"spec"`` (the datasheet peak, ``--ceiling spec``),
+``"measured"`` (an achieved figure on this part, ``[empirical]`` in its file) or ``"derived"``
+(no measurement on this part: an efficiency measured elsewhere, by the rule in
+``perfscope.specs.ceilings``). ``--ceiling empirical`` never mixes measured figures with 100%
+of spec.
 """
 
 from __future__ import annotations
@@ -14,16 +20,27 @@ from types import MappingProxyType
 
 from perfscope.errors import SpecError, UnsupportedDtypeError
 from perfscope.specs._toml import Fields
+from perfscope.specs.links import (
+    GB,
+    LINK_KINDS,
+    LINK_SCHEMA,
+    LinkSpec,
+    Topology,
+    parse_link,
+    parse_topology,
+)
 
-GB = 1e9
+__all__ = ["CEILINGS", "GB", "GIB", "HW_SCHEMA", "LINK_KINDS", "LINK_SCHEMA", "MIB", "TERA",
+           "Empirical", "HardwareSpec", "LinkSpec", "Peak", "Topology", "parse_hw",
+           "parse_link", "spec_dirs"]
+
 GIB = 2**30
 MIB = 2**20
 TERA = 1e12
 
 HW_SCHEMA = "perfscope.hw/1"
-LINK_SCHEMA = "perfscope.link/1"
-LINK_KINDS = ("nvlink", "pcie", "infiniband", "ethernet", "infinity_fabric")
 CEILINGS = ("spec", "empirical")
+ARCHITECTURES = ("volta", "ampere", "ada", "hopper", "blackwell", "cdna3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,27 +53,10 @@ class Peak:
     vector: float | None
     source: str
 
-
-@dataclass(frozen=True, slots=True)
-class LinkSpec:
-    """A link between devices. Bandwidth is per direction, per GPU (all its links together)."""
-
-    name: str
-    display_name: str
-    kind: str
-    bandwidth_bytes_s: float
-    latency_s: float  # per ring step
-    source: str
-    # achieved all-reduce bus bandwidth (nccl-tests convention) on this link, when published
-    empirical_busbw_bytes_s: float | None = None
-    empirical_source: str | None = None
-    file: str = ""
-    base_latency_s: float = 0.0  # once per collective (NCCL's baseLat)
-
-    def bandwidth(self, ceiling: str = "spec") -> float:
-        if ceiling == "empirical" and self.empirical_busbw_bytes_s:
-            return self.empirical_busbw_bytes_s
-        return self.bandwidth_bytes_s
+    @property
+    def gemm(self) -> float:
+        """The rate a GEMM in this dtype runs at: the dense tensor peak, else the vector one."""
+        return self.tensor_dense or self.vector or 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,37 +77,78 @@ class HardwareSpec:
     name: str
     display_name: str
     vendor: str
-    memory_bytes: float
+    memory_bytes: float  # what the driver exposes (nvidia-smi total): the fit checks use it
     memory_bandwidth_bytes_s: float
     memory_source: str
     l2_bytes: float
     sm_count: int
     peaks: Mapping[str, Peak]
-    gpu_link: LinkSpec | None  # device-to-device inside a node (NVLink, or PCIe without it)
-    host_link: LinkSpec | None
-    network_link: LinkSpec | None
-    gpus_per_node: int
+    topology: Topology
     empirical: Empirical | None
     file: str = ""
     aliases: tuple[str, ...] = ()
+    architecture: str | None = None
+    memory_nominal_bytes: float = 0.0  # the vendor's capacity figure
+    memory_driver_source: str | None = None  # None: no driver figure, capacity is nominal
+    # empirical ceilings are cached per spec: hash it once (its mappings are read-only views)
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        e = self.empirical
+        emp = None if e is None else (tuple(sorted(e.gemm_flops.items())),
+                                      e.memory_bandwidth_bytes_s, e.kernel_overhead_s)
+        object.__setattr__(self, "_hash", hash((self.name, self.file, self.memory_bytes,
+                                                self.memory_bandwidth_bytes_s,
+                                                tuple(self.peaks.values()), self.topology,
+                                                emp, self.architecture)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    # ---- links (the topology's, under their old names) -----------------------------------
+    @property
+    def gpu_link(self) -> LinkSpec | None:
+        """Device-to-device link inside a node: the scale-up link, else the host link."""
+        return self.topology.scale_up or self.topology.host
+
+    @property
+    def host_link(self) -> LinkSpec | None:
+        return self.topology.host
+
+    @property
+    def network_link(self) -> LinkSpec | None:
+        return self.topology.scale_out
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.topology.gpus_per_node
 
     # ---- ceilings -------------------------------------------------------------------
     def dtypes(self) -> list[str]:
         return [d for d, p in self.peaks.items() if p.tensor_dense or p.vector]
 
-    def tensor_flops(self, dtype: str, ceiling: str = "spec") -> tuple[float, str]:
-        """Dense tensor-unit peak for ``dtype`` and which ceiling it came from."""
+    def has_dtype(self, dtype: str) -> bool:
+        p = self.peaks.get(dtype)
+        return p is not None and bool(p.tensor_dense or p.vector)
+
+    def peak(self, dtype: str) -> Peak:
         p = self.peaks.get(dtype)
         if p is None or not (p.tensor_dense or p.vector):
             have = ", ".join(self.dtypes())
             raise UnsupportedDtypeError(
                 f"{self.display_name} has no {dtype} support at speed; choose one of: {have}")
-        if ceiling == "empirical" and self.empirical and dtype in self.empirical.gemm_flops:
-            return self.empirical.gemm_flops[dtype], "empirical"
-        if p.tensor_dense:
-            return p.tensor_dense, "spec"
-        assert p.vector is not None
-        return p.vector, "spec"  # no tensor unit for this dtype (fp32 GEMMs, V100 fp32)
+        return p
+
+    def tensor_flops(self, dtype: str, ceiling: str = "spec") -> tuple[float, str]:
+        """GEMM rate for ``dtype`` (dense tensor peak; the vector peak where the dtype has no
+        tensor path, e.g. fp32) and where it came from: spec | measured | derived."""
+        p = self.peak(dtype)
+        if ceiling == "empirical":
+            from perfscope.specs.ceilings import tensor_ceiling
+
+            c = tensor_ceiling(self, dtype)
+            return c.value, c.source
+        return p.gemm, "spec"
 
     def vector_flops(self, dtype: str) -> float:
         """Non-tensor peak for elementwise work in ``dtype`` (falls back to fp32's)."""
@@ -120,13 +161,21 @@ class HardwareSpec:
         return min(p.tensor_dense for p in self.peaks.values() if p.tensor_dense) / 8
 
     def memory_bandwidth(self, ceiling: str = "spec") -> tuple[float, str]:
-        if ceiling == "empirical" and self.empirical and self.empirical.memory_bandwidth_bytes_s:
-            return self.empirical.memory_bandwidth_bytes_s, "empirical"
+        if ceiling == "empirical":
+            from perfscope.specs.ceilings import memory_ceiling
+
+            c = memory_ceiling(self)
+            return c.value, c.source
         return self.memory_bandwidth_bytes_s, "spec"
 
-    def has_dtype(self, dtype: str) -> bool:
-        p = self.peaks.get(dtype)
-        return p is not None and bool(p.tensor_dense or p.vector)
+    def kernel_overhead(self, ceiling: str = "spec") -> tuple[float, str]:
+        """Fixed time per kernel: none on the spec roofline (the ideal)."""
+        if ceiling == "empirical":
+            from perfscope.specs.ceilings import kernel_overhead_ceiling
+
+            c = kernel_overhead_ceiling(self)
+            return c.value, c.source
+        return 0.0, "spec"
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -137,42 +186,7 @@ def _schema(f: Fields, expected: str) -> None:
         raise SpecError(f.file, "schema", f"is {s!r}", f"set schema = {expected!r}")
 
 
-def parse_link(data: Mapping, file: str) -> LinkSpec:
-    f = Fields(data, file)
-    _schema(f, LINK_SCHEMA)
-    kind = f.get("kind", str)
-    if kind not in LINK_KINDS:
-        raise SpecError(file, "kind", f"unknown link kind {kind!r}",
-                        f"use one of {', '.join(LINK_KINDS)}")
-    emp = f.table("empirical")
-    busbw = esrc = None
-    if emp is not None:
-        busbw = emp.num("allreduce_busbw_gb_s") * GB
-        esrc = emp.get("source", str)
-        emp.done()
-    link = LinkSpec(
-        name=f.get("name", str),
-        display_name=f.get("display_name", str),
-        kind=kind,
-        bandwidth_bytes_s=f.num("bandwidth_per_direction_gb_s") * GB,
-        latency_s=f.num("latency_us", 5.0) * 1e-6,
-        source=f.get("source", str),
-        empirical_busbw_bytes_s=busbw,
-        empirical_source=esrc,
-        file=file,
-        base_latency_s=(f.num("base_latency_us", None) or 0.0) * 1e-6,
-    )
-    f.get("bidirectional_gb_s", (int, float), None)  # informative only
-    f.get("latency_source", str, None)
-    f.get("notes", str, None)
-    f.done()
-    return link
-
-
-def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
-    """``resolve_link(name, file, field)`` returns the LinkSpec of a link name or path."""
-    f = Fields(data, file)
-    _schema(f, HW_SCHEMA)
+def _memory(f: Fields, file: str) -> tuple[float, float, float, str, str | None]:
     mem = f.table("memory", required=True)
     assert mem is not None
     gib = mem.num("capacity_gib", None)
@@ -180,26 +194,28 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
     if (gib is None) == (gb is None):
         raise SpecError(file, "memory.capacity_gib", "give exactly one of capacity_gib or "
                         "capacity_gb", None)
-    capacity = gib * GIB if gib is not None else gb * GB
+    nominal = gib * GIB if gib is not None else gb * GB
+    drv = mem.num("driver_total_mib", None)
+    drv_src = mem.get("driver_source", str, None)
+    if (drv is None) != (drv_src is None):
+        raise SpecError(file, "memory.driver_total_mib", "give driver_total_mib and "
+                        "driver_source together", None)
+    if drv is not None and drv * MIB > nominal * 1.0001:
+        raise SpecError(file, "memory.driver_total_mib", f"{drv:g} MiB exceeds the nominal "
+                        f"capacity ({nominal / MIB:g} MiB)", "check both figures")
     bw = mem.num("bandwidth_gb_s") * GB
     msrc = mem.get("source", str)
     mem.get("type", str, None)
     mem.done()
+    return nominal, drv * MIB if drv is not None else nominal, bw, msrc, drv_src
 
-    chip = f.table("chip", required=True)
-    assert chip is not None
-    sm = int(chip.num("sm_count"))
-    l2 = chip.num("l2_mib") * MIB
-    chip.num("boost_clock_mhz", None)
-    chip.get("source", str)
-    chip.get("architecture", str, None)
-    chip.done()
+
+def _peaks(f: Fields, file: str) -> dict[str, Peak]:
+    from perfscope.units import DTYPE_BITS
 
     peaks_t = f.table("peak", required=True)
     assert peaks_t is not None
     peaks: dict[str, Peak] = {}
-    from perfscope.units import DTYPE_BITS
-
     for dt in peaks_t.keys():  # noqa: SIM118 (Fields, not a dict)
         if dt not in DTYPE_BITS:
             raise SpecError(file, f"peak.{dt}", "unknown dtype",
@@ -219,79 +235,96 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
                          vec * TERA if vec else None, p.get("source", str))
         p.done()
     peaks_t.done()
+    return peaks
 
-    links = f.table("links")
-    gpu_link = host_link = net_link = None
-    gpus_per_node = 1
-    if links is not None:
-        for key in ("gpu_to_gpu", "host", "network"):
-            v = links.get(key, str, None)
-            if v is not None:
-                link = resolve_link(v, file, f"links.{key}")
-                if key == "gpu_to_gpu":
-                    gpu_link = link
-                elif key == "host":
-                    host_link = link
-                else:
-                    net_link = link
-        gpus_per_node = int(links.num("gpus_per_node", 8))
-        links.done()
-    if gpu_link is None:
-        gpu_link = host_link  # GPUs without NVLink talk over PCIe
 
-    empirical = None
+def _empirical(f: Fields, file: str, peaks: Mapping[str, Peak], bw: float) -> Empirical | None:
     et = f.table("empirical")
-    if et is not None:
-        gemm: dict[str, float] = {}
-        gsrc: dict[str, str] = {}
-        gt = et.table("gemm")
-        if gt is not None:
-            for dt in gt.keys():  # noqa: SIM118
-                if dt not in peaks:  # typo or a dtype the device lacks: never silently ignored
-                    raise SpecError(file, f"empirical.gemm.{dt}",
-                                    f"no [peak.{dt}] table for this dtype",
-                                    "use a dtype the device has, spelled as in [peak]")
-                g = gt.table(dt)
-                assert g is not None
-                gemm[dt] = g.num("tflops") * TERA
-                gsrc[dt] = g.get("source", str)
-                g.done()
-            gt.done()
-        ko = et.table("kernel_overhead")
-        ko_s = ko_src = None
-        if ko is not None:
-            ko_s = ko.num("us") * 1e-6
-            ko_src = ko.get("source", str)
-            ko.done()
-        mt = et.table("memory")
-        mbw = msrc2 = None
-        if mt is not None:
-            mbw = mt.num("bandwidth_gb_s") * GB
-            msrc2 = mt.get("source", str)
-            mt.get("kind", str, None)
-            mt.done()
-        et.done()
-        empirical = Empirical(MappingProxyType(gemm), MappingProxyType(gsrc), mbw, msrc2,
-                              ko_s, ko_src)
+    if et is None:
+        return None
+    gemm: dict[str, float] = {}
+    gsrc: dict[str, str] = {}
+    gt = et.table("gemm")
+    if gt is not None:
+        for dt in gt.keys():  # noqa: SIM118
+            if dt not in peaks:  # typo or a dtype the device lacks: never silently ignored
+                raise SpecError(file, f"empirical.gemm.{dt}",
+                                f"no [peak.{dt}] table for this dtype",
+                                "use a dtype the device has, spelled as in [peak]")
+            g = gt.table(dt)
+            assert g is not None
+            gemm[dt] = g.num("tflops") * TERA
+            gsrc[dt] = g.get("source", str)
+            g.done()
+            peak = peaks[dt].gemm
+            if gemm[dt] > peak * 1.0001:  # a measurement above the peak means a wrong peak
+                raise SpecError(file, f"empirical.gemm.{dt}.tflops",
+                                f"{gemm[dt] / TERA:g} TFLOPS exceeds the {peak / TERA:g} "
+                                f"TFLOPS peak in [peak.{dt}]",
+                                "an achieved rate cannot beat the peak: fix the peak or the "
+                                "measurement")
+        gt.done()
+    ko = et.table("kernel_overhead")
+    ko_s = ko_src = None
+    if ko is not None:
+        ko_s = ko.num("us") * 1e-6
+        ko_src = ko.get("source", str)
+        ko.done()
+    mt = et.table("memory")
+    mbw = msrc = None
+    if mt is not None:
+        mbw = mt.num("bandwidth_gb_s") * GB
+        msrc = mt.get("source", str)
+        mt.get("kind", str, None)
+        mt.done()
+        if mbw > bw * 1.0001:
+            raise SpecError(file, "empirical.memory.bandwidth_gb_s",
+                            f"{mbw / GB:g} GB/s exceeds the {bw / GB:g} GB/s peak in [memory]",
+                            "an achieved bandwidth cannot beat the peak: fix one of them")
+    et.done()
+    return Empirical(MappingProxyType(gemm), MappingProxyType(gsrc), mbw, msrc, ko_s, ko_src)
+
+
+def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
+    """``resolve_link(name, file, field)`` returns the LinkSpec of a link name or path."""
+    f = Fields(data, file)
+    _schema(f, HW_SCHEMA)
+    nominal, usable, bw, msrc, drv_src = _memory(f, file)
+
+    chip = f.table("chip", required=True)
+    assert chip is not None
+    sm = int(chip.num("sm_count"))
+    l2 = chip.num("l2_mib") * MIB
+    chip.num("boost_clock_mhz", None)
+    chip.get("source", str)
+    arch = chip.get("architecture", str, None)
+    if arch is not None and arch not in ARCHITECTURES:
+        raise SpecError(file, "chip.architecture", f"unknown architecture {arch!r}",
+                        f"use one of {', '.join(ARCHITECTURES)} (or leave it out)")
+    chip.done()
+
+    peaks = _peaks(f, file)
+    topology = parse_topology(f.table("links"), file, resolve_link, arch)
+    empirical = _empirical(f, file, peaks, bw)
 
     aliases = tuple(f.get("aliases", list, []))
     spec = HardwareSpec(
         name=f.get("name", str),
         display_name=f.get("display_name", str),
         vendor=f.get("vendor", str),
-        memory_bytes=capacity,
+        memory_bytes=usable,
         memory_bandwidth_bytes_s=bw,
         memory_source=msrc,
         l2_bytes=l2,
         sm_count=sm,
         peaks=MappingProxyType(peaks),
-        gpu_link=gpu_link,
-        host_link=host_link,
-        network_link=net_link,
-        gpus_per_node=gpus_per_node,
+        topology=topology,
         empirical=empirical,
         file=file,
         aliases=aliases,
+        architecture=arch,
+        memory_nominal_bytes=nominal,
+        memory_driver_source=drv_src,
     )
     f.get("notes", str, None)
     f.done()
@@ -300,10 +333,18 @@ def parse_hw(data: Mapping, file: str, resolve_link) -> HardwareSpec:
 
 def spec_dirs() -> list[Path]:
     """Built-in spec folder first; PERFSCOPE_SPEC_PATH entries (os.pathsep separated) after."""
+    builtin = builtin_spec_dir()
+    return ([builtin] if builtin else []) + user_spec_dirs()
+
+
+def builtin_spec_dir() -> Path | None:
+    """hw_specs/ of the wheel (perfscope/hw_specs) or of a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    return next((d for d in (here / "hw_specs", here.parent / "hw_specs") if d.is_dir()), None)
+
+
+def user_spec_dirs() -> list[Path]:
     import os
 
-    here = Path(__file__).resolve().parent.parent
-    dirs = [d for d in (here / "hw_specs", here.parent / "hw_specs") if d.is_dir()][:1]
     extra = os.environ.get("PERFSCOPE_SPEC_PATH", "")
-    dirs += [Path(p) for p in extra.split(os.pathsep) if p]
-    return dirs
+    return [Path(p) for p in extra.split(os.pathsep) if p]

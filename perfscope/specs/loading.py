@@ -44,7 +44,8 @@ def _norm(name: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _load_link_file(path: str) -> LinkSpec:
+def load_link_file(path: str) -> LinkSpec:
+    """The link spec in ``path`` (cached per path: specs are immutable once read)."""
     return parse_link(read_toml(Path(path)), path)
 
 
@@ -53,11 +54,11 @@ def load_link(name: str) -> LinkSpec:
         p = Path(name)
         if not p.is_file():
             raise NotFoundError(f"link spec file {name} does not exist; check the path")
-        return _load_link_file(str(p))
+        return load_link_file(str(p))
     key = _norm(name)
     for p in _candidates("links"):
         if _norm(p.stem) == key:
-            return _load_link_file(str(p))
+            return load_link_file(str(p))
     names = ", ".join(sorted({p.stem for p in _candidates("links")}))
     raise NotFoundError(f"unknown link {name!r}; built-in links: {names}")
 
@@ -72,7 +73,8 @@ def _resolve_link(value: str, file: str, field: str) -> LinkSpec:
 
 
 @lru_cache(maxsize=64)
-def _load_hw_file(path: str) -> HardwareSpec:
+def load_hw_file(path: str) -> HardwareSpec:
+    """The device spec in ``path`` (cached per path: specs are immutable once read)."""
     return parse_hw(read_toml(Path(path)), path, _resolve_link)
 
 
@@ -87,20 +89,20 @@ def load_hw(name: str) -> HardwareSpec:
         if not p.is_file():
             raise NotFoundError(f"--hw {name}: file does not exist; check the path or use a "
                                 "built-in name (perfscope hw list)")
-        return _load_hw_file(str(p))
+        return load_hw_file(str(p))
     key = _norm(name)
     if key == LOCAL_NAME:
         p = local_spec_path()
         if not p.is_file():
             raise NotFoundError(f"--hw local: no measured spec of this machine at {p}; run "
                                 "`perfscope bench ceilings --save local` first")
-        return _load_hw_file(str(p))
+        return load_hw_file(str(p))
     files = hw_files()
     for p in files:
         if _norm(p.stem) == key:
-            return _load_hw_file(str(p))
+            return load_hw_file(str(p))
     for p in files:
-        spec = _load_hw_file(str(p))
+        spec = load_hw_file(str(p))
         if key in {_norm(a) for a in spec.aliases}:
             return spec
     raise NotFoundError(f"--hw {name!r} is not a built-in device; choose one of "
@@ -108,8 +110,8 @@ def load_hw(name: str) -> HardwareSpec:
 
 
 def list_hw() -> list[HardwareSpec]:
-    return [_load_hw_file(str(p)) for p in hw_files()]
+    return [load_hw_file(str(p)) for p in hw_files()]
 
 
 def list_links() -> list[LinkSpec]:
-    return [_load_link_file(str(p)) for p in _candidates("links") if p.parent.name == "links"]
+    return [load_link_file(str(p)) for p in _candidates("links") if p.parent.name == "links"]
