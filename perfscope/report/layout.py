@@ -130,9 +130,9 @@ def _place_one(r: C.Roof, text: str, a: tuple[float, float], b: tuple[float, flo
     ux, uy = (p1[0] - p0[0]) / length, (p1[1] - p0[1]) / length
     nx, ny = uy, -ux  # normal pointing up-left of the line on screen
     if r.kind == "compute":
-        # right-aligned at the plot's edge, or starting at the ridge; may reach left past
-        # the ridge (the space above a roof is empty)
-        alongs = [bounds.x1 - 3 - w / 2 - p0[0], w / 2 + 4, length / 2]
+        # right-aligned at the plot's edge, ending at the ridge (above the roof, left of the
+        # ridge, is empty space), starting at the ridge, or centred
+        alongs = [bounds.x1 - 3 - w / 2 - p0[0], -w / 2 - 6, w / 2 + 4, length / 2]
     else:
         alongs = [min(max(f * length, w / 2 + 4), length - w / 2 - 4)
                   for f in (0.22, 0.36, 0.5, 0.64, 0.78, 0.1)]

@@ -53,7 +53,7 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
     for name, seq in paths.items():
         kind = seq[0][1].kind
         data.append({"type": "scatter", "mode": "lines", "x": [p.intensity for _, p in seq],
-                     "y": [p.flops_per_s for _, p in seq], "name": f"{name} path",
+                     "y": [p.flops_per_s for _, p in seq], "name": _esc(f"{name} path"),
                      "line": {"color": C.color(kind), "width": 1}, "opacity": 0.35,
                      "text": [f"{_esc(name)} at batch {b}" for b, _ in seq],
                      "hovertemplate": "%{text}<extra></extra>", "showlegend": False})
@@ -175,14 +175,15 @@ def kinds_chart(rows: Sequence[tuple[str, Mapping[str, float], float, str]],
             if k not in kinds and tk[k] > 0:
                 kinds.append(k)
     data = []
-    labels = [r[0] for r in rows]
+    labels = [_esc(r[0]) for r in rows]
     for k in kinds:
         name = k
         links = {r[3] for r in rows if r[1].get(k)}
         if k == "comm" and links:
             name = f"comm ({', '.join(sorted(links))})"
         vals = [r[1].get(k, 0.0) / r[2] * 100 if r[2] else 0 for r in rows]
-        data.append({"type": "bar", "orientation": "h", "name": name, "y": labels, "x": vals,
+        data.append({"type": "bar", "orientation": "h", "name": _esc(name), "y": labels,
+                     "x": vals,
                      "marker": {"color": C.color(k)},
                      "text": [f"{F.seconds(r[1].get(k, 0.0))}" if v >= 6 else ""
                               for r, v in zip(rows, vals, strict=True)],
@@ -299,7 +300,7 @@ def link_chart(panels: Sequence[tuple[str, Sequence[C.CommPt], Mapping[str, tupl
             sym = C.PHASE_SYMBOLS.get(p.phase, "circle") + ("-open" if p.source == "predicted"
                                                             else "")
             data.append({"type": "scatter", "mode": "markers", "x": [p.size_bytes],
-                         "y": [p.busbw_bytes_s], "name": f"{name}: {p.phase} {p.name}",
+                         "y": [p.busbw_bytes_s], "name": _esc(f"{name}: {p.phase} {p.name}"),
                          "legendgroup": name, "showlegend": False,
                          "marker": {"symbol": sym, "size": C.marker_px(p.share),
                                     "color": C.color("comm"), "line": {"width": 2,
@@ -336,7 +337,7 @@ def comm_measured_chart(results: Sequence[Mapping[str, Any]], title: str = "") -
     data = []
     for op, rs in by.items():
         rs = sorted(rs, key=lambda r: r["size_bytes"])
-        data.append({"type": "scatter", "mode": "lines+markers", "name": op,
+        data.append({"type": "scatter", "mode": "lines+markers", "name": _esc(op),
                      "x": [r["size_bytes"] for r in rs], "y": [r["busbw_bytes_s"] for r in rs],
                      "text": [f"{_esc(op)} {F.nbytes(r['size_bytes'])}: "
                               f"{F.si(r['busbw_bytes_s'], 'B/s')} bus, median "
@@ -359,7 +360,7 @@ def comm_measured_chart(results: Sequence[Mapping[str, Any]], title: str = "") -
 def kernels_chart(points: Sequence[Mapping[str, Any]], bandwidth: float | None,
                   title: str = "") -> dict[str, Any]:
     """Reference kernels: achieved bytes/s of each variant, beside the measured bandwidth."""
-    names = [str(p.get("name")) for p in points]
+    names = [_esc(str(p.get("name"))) for p in points]
     vals = [p.get("achieved_bytes_per_s") or 0 for p in points]
     data = [{"type": "bar", "orientation": "h", "y": names, "x": vals,
              "marker": {"color": ["#1f77b4" if "fused" in n and "unfused" not in n else

@@ -95,7 +95,7 @@ def roof_traces(i: int, panel: C.Panel, xr: tuple[float, float], fr: Frame,
                        "line": {"color": gray, "width": 2 if r.source == "spec" else 1.6,
                                 "dash": C.SOURCE_DASH.get(r.source, "dash")},
                        "hovertemplate": C.hover_html([("roof", r.text), ("source", r.detail)])
-                       + "<extra></extra>", "showlegend": False, "name": r.label})
+                       + "<extra></extra>", "showlegend": False, "name": _esc(r.label)})
     for d in panel.ridges:
         traces.append({"type": "scatter", "mode": "markers", "x": [d.intensity],
                        "y": [d.flops_per_s], "xaxis": _ref(i, "x"), "yaxis": _ref(i, "y"),
@@ -127,7 +127,7 @@ def point_traces(i: int, pts: Sequence[C.Pt], seen: set[str],
         show = kind not in seen
         seen.add(kind)
         out.append({
-            "type": "scatter", "mode": "markers", "name": kind, "legendgroup": kind,
+            "type": "scatter", "mode": "markers", "name": _esc(kind), "legendgroup": kind,
             "showlegend": show, "visible": visible,
             "x": [p.intensity for p in ps], "y": [p.flops_per_s for p in ps],
             "xaxis": _ref(i, "x"), "yaxis": _ref(i, "y"),

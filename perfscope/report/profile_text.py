@@ -26,7 +26,7 @@ def _metrics(h: HwStudy, width: int) -> Any:
         ["decode bound", s.decode.totals.bound, e.decode.totals.bound],
         ["prefill bound", s.prefill.totals.bound, e.prefill.totals.bound],
     ]
-    return fit_table([Col("", 0, right=False), Col("spec (upper bound)", 0),
+    return fit_table([Col("at ceilings:", 0, right=False), Col("spec (upper bound)", 0),
                       Col("empirical (expected)", 0)], rows, width)
 
 

@@ -29,6 +29,7 @@ class Col:
     header: str
     keep: int = 0
     right: bool = True
+    wrap: bool = False  # long prose (paths, sources) may wrap; numbers never do
 
 
 def wrap_fields(fields: Sequence[str], width: int, sep: str = "   ") -> list[str]:
@@ -58,7 +59,7 @@ def _measure(table: Any) -> int:
 
 
 def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
-              styles: Sequence[str | None] | None = None) -> Any:
+              styles: Sequence[str | None] | None = None, header: bool = True) -> Any:
     """A rich Table of ``rows`` with the columns that fit in ``width``. Cells may be str or
     rich Text; every cell is kept on one line."""
     from rich import box
@@ -68,15 +69,17 @@ def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
 
     def build(idx: list[int]) -> Any:
         t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False,
-                  collapse_padding=True)
+                  collapse_padding=True, show_header=header)
         for i in idx:
             c = cols[i]
-            t.add_column(c.header, justify="right" if c.right else "left", no_wrap=True)
+            t.add_column(c.header, justify="right" if c.right else "left", no_wrap=not c.wrap)
         for j, r in enumerate(rows):
             t.add_row(*[r[i] for i in idx], style=styles[j] if styles else None)
         return t
 
     table = build(keep)
+    if any(c.wrap for c in cols):
+        return table  # rich wraps the prose column to fit
     while _measure(table) > width:
         droppable = [i for i in keep if cols[i].keep > 0]
         if not droppable:
