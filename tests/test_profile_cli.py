@@ -171,10 +171,18 @@ def test_measured_profile_places_this_machine_beside_the_predictions(tmp_path):
     assert {c["name"].split(".")[0] for c in m["ceilings"]["values"]} >= {"gemm", "memory"}
     pts = m["ops"]["points"]
     assert pts and m["ops"]["model"] == "qwen2.5-0.5b"
-    for p in pts:
-        assert p["stats"]["median_s"] > 0 and p["predicted_time_s"]
-        # measured and predicted within two orders of magnitude on a shared CPU
-        assert 0.01 < p["stats"]["median_s"] / p["predicted_time_s"] < 100, p["name"]
+    names = {o["name"] for ph in d["devices"][0]["phases"].values() for o in ph["ops"]}
+    for p in pts:  # each joins an analytic op and carries its prediction on this machine
+        assert p["stats"]["median_s"] > 0 and p["predicted_time_s"] > 0
+        assert p["name"] in names
+    bench = tmp_path / "bench.json"  # the same measurements, rendered into the HTML report
+    bench.write_text(json.dumps(m))
+    page = tmp_path / "r.html"
+    r = run("profile", "--model", "qwen2.5-0.5b", "--bench", str(bench), "-o", str(page))
+    assert r.returncode == 0, r.stderr
+    html = page.read_text()
+    assert 'id="measured"' in html and "measured roofline" in html
+    assert all(p["name"] in html for p in pts)
 
 
 def test_roofline_every_output(tmp_path):

@@ -70,7 +70,7 @@ def _roofs(fig: Any, ax: Any, panel: C.Panel, xlim: tuple[float, float],
     s = fig.dpi / 100
     markers = LY.marker_boxes(panel.points, px, lambda p: C.marker_px(p.share) / 2 * s)
     placed, taken = LY.place_roofs(panel, segs, px, _bounds(fig, ax), markers,
-                                   char_w=5.4 * s, line_h=10 * s)
+                                   char_w=5.8 * s, line_h=10 * s)
     for lb in placed:
         ax.annotate(lb.text, (lb.x, lb.y), xytext=(lb.dx * 72 / fig.dpi, -lb.dy * 72 / fig.dpi),
                     textcoords="offset points", rotation=lb.angle, rotation_mode="anchor",
@@ -98,7 +98,7 @@ def _labels(fig: Any, ax: Any, pts: Sequence[C.Pt], taken: Sequence[L.Box]) -> l
     s = fig.dpi / 100
     placed = LY.place_points(pts, _px(fig, ax), _bounds(fig, ax), taken,
                              lambda p: C.marker_px(p.share) / 2 * s, max_labels=12,
-                             char_w=5.4 * s, line_h=10 * s)
+                             char_w=5.8 * s, line_h=10 * s)
     return [ax.annotate(lb.text, (p.intensity, p.flops_per_s),
                         xytext=(lb.dx * 72 / fig.dpi, -lb.dy * 72 / fig.dpi),
                         textcoords="offset points", ha="center", va="center", fontsize=6.5,
