@@ -8,6 +8,7 @@ on file descriptors 3 and 4), so it needs no package beyond the standard library
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -125,10 +126,8 @@ class Browser:
             self.proc.kill()
             self.proc.wait(timeout=10)
         for fd in (self._to_chrome, self._from_chrome):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
 

@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+import itertools
+
 from perfscope.api import Scenario, analyze, load_hw, load_model
 from perfscope.errors import InputError
 from perfscope.report import chartdata as C
@@ -162,7 +164,7 @@ def test_trajectory_slider_shows_one_batch_at_a_time(study):
         vis = step["args"][0]["visible"]
         assert len(vis) == n
         shown.append({i for i, v in enumerate(vis) if v})
-    for a, b in zip(shown, shown[1:], strict=False):
+    for a, b in itertools.pairwise(shown):
         assert a != b
     # decode GEMMs move right (higher intensity) as the batch grows
     gate = next(t for t in paths if t["name"].startswith("mlp.gate_up_proj"))

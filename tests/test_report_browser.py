@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import browser  # noqa: E402
+import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = ROOT / "hw_specs" / "gpus" / "h100-sxm.toml"

@@ -122,7 +122,7 @@ def test_step_lines_name_ttft_tpot_and_both_ceilings():
     assert "TPOT" in d and "spec ceilings (upper-bound speed)" in d
     assert "empirical ceilings (expected speed)" in d and "tokens/s per user" in d
     p = run("analyze", "--phase", "prefill").stdout
-    assert "TTFT" in p and "per GPU" in p or "(1 GPU)" in p
+    assert "TTFT" in p and ("per GPU" in p or "(1 GPU)" in p)
 
 
 # ---------------------------------------------------------------- every command

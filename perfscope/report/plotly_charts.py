@@ -69,7 +69,7 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
         data += tr
     data += legend_keys(per_batch[active])
     n = len(data)
-    steps = []
+    steps: list[dict[str, Any]] = []
     for i, bp in enumerate(sweep):
         vis = [True] * fixed + [False] * (n - fixed)
         for j in groups[i]:
