@@ -172,10 +172,24 @@ def doc_roofs(doc: Mapping[str, Any]) -> tuple[Roof, ...]:
 # ---- points of an analysed step ----------------------------------------------------------
 
 def shape_text(shape: Mapping[str, Any] | None) -> str:
+    """A shape as a reader wants it: GEMMs m x n x k, attention by batch, lengths, heads."""
     sh = dict(shape or {})
     if {"m", "n", "k"} <= set(sh):
         g = f"{sh['groups']} x " if sh.get("groups", 1) != 1 else ""
         return f"{g}m {sh['m']} x n {sh['n']} x k {sh['k']}"
+    if {"q_len", "kv_len", "heads"} <= set(sh):
+        d = sh.get("head_dim_qk", sh.get("head_dim", ""))
+        dv = sh.get("head_dim_v")
+        text = (f"batch {sh.get('batch', 1)}, q {sh['q_len']} x kv {sh['kv_len']}, heads "
+                f"{sh['heads']}/{sh.get('kv_heads', sh['heads'])}, d {d}"
+                + (f"/{dv}" if dv and dv != d else ""))
+        if sh.get("causal"):
+            text += ", causal"
+        if sh.get("window"):
+            text += f", window {sh['window']}"
+        return text
+    if "bytes" in sh and "ranks" in sh:
+        return f"{F.nbytes(sh['bytes'])} over {sh['ranks']} ranks"
     return ", ".join(f"{k} {v}" for k, v in sh.items())
 
 

@@ -34,7 +34,7 @@ class Label(NamedTuple):
     box: Box
 
 
-CHAR_W = 6.0  # px per character at the charts' 10-11 px label font
+CHAR_W = 6.3  # px per character at the charts' 10 px label font (a little generous)
 LINE_H = 13.0
 
 

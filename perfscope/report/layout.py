@@ -96,7 +96,7 @@ def roof_texts(panel: C.Panel, r: C.Roof) -> list[str]:
 def place_roofs(panel: C.Panel, segs: Sequence[tuple[C.Roof, tuple[float, float],
                                                      tuple[float, float]]],
                 px: Px, bounds: L.Box, markers: Sequence[L.Box], *,
-                char_w: float = 5.6, line_h: float = 12.0) -> tuple[list[Placed], list[L.Box]]:
+                char_w: float = 6.3, line_h: float = 12.0) -> tuple[list[Placed], list[L.Box]]:
     """A label for each roof beside its line, clear of the markers, of the other roofs and
     of each other (a roof whose label finds no place goes unlabelled; hover names it).
     Returns the labels and every box now taken (labels, roof lines, ridge ticks)."""
@@ -175,7 +175,7 @@ def label_order(pts: Sequence[C.Pt], limit: int = 40) -> list[C.Pt]:
 
 def place_points(pts: Sequence[C.Pt], px: Px, bounds: L.Box, taken: Sequence[L.Box],
                  radius: Callable[[C.Pt], float], *, max_labels: int = 12,
-                 char_w: float = 6.0, line_h: float = 13.0) -> list[tuple[C.Pt, L.Label]]:
+                 char_w: float = 6.3, line_h: float = 13.0) -> list[tuple[C.Pt, L.Label]]:
     order = label_order(pts)
     if not order:
         return []

@@ -124,10 +124,11 @@ def headline(h: HwStudy) -> str:
         if best is not None and best.batch > s.batch and \
                 best.spec.tokens_per_s_per_gpu > 1.2 * s.tokens_per_s_per_gpu:
             x = best.spec.tokens_per_s_per_gpu / s.tokens_per_s_per_gpu
-            dt = best.spec.tpot_s / s.tpot_s - 1
             parts.append(f"Batching to {best.batch} (the KV cache fits up to "
-                         f"{h.kv_limit_batch}) gives {F.num(x, 2)}x the tokens/s per GPU "
-                         f"for {F.pct(dt, 0)} longer TPOT.")
+                         f"{h.kv_limit_batch}) raises tokens/s per GPU {F.num(x, 2)}x "
+                         f"({F.num(s.tokens_per_s_per_gpu)} to "
+                         f"{F.num(best.spec.tokens_per_s_per_gpu)}) at a TPOT of "
+                         f"{F.seconds(best.spec.tpot_s)} instead of {F.seconds(s.tpot_s)}.")
     if h.gemm_compute_batch:
         parts.append(f"Decode GEMMs turn compute-bound at batch {h.gemm_compute_batch}.")
     return " ".join(parts)
@@ -145,9 +146,11 @@ def summary_cards(h: HwStudy) -> str:
          f"expected {F.num(e.tokens_per_s_per_gpu)}", ""),
         ("output tokens/s per user", F.num(s.tokens_per_s_per_user),
          f"expected {F.num(e.tokens_per_s_per_user)}", ""),
-        ("decode / prefill bound", f"{s.decode.totals.bound} / {s.prefill.totals.bound}",
-         f"MBU {F.pct(s.decode.totals.mbu, 0)}, prefill MFU {F.pct(s.prefill.totals.mfu, 0)}",
-         ""),
+        ("decode bound", s.decode.totals.bound,
+         f"MBU {F.pct(s.decode.totals.mbu, 0)}, MFU {F.pct(s.decode.totals.mfu, 0)}",
+         "bad" if s.decode.totals.bound != "compute" else ""),
+        ("prefill bound", s.prefill.totals.bound,
+         f"MFU {F.pct(s.prefill.totals.mfu, 0)}, MBU {F.pct(s.prefill.totals.mbu, 0)}", ""),
         ("memory per GPU", F.nbytes(mem.total_bytes),
          f"of {F.nbytes(mem.usable_bytes)} usable: {'fits' if mem.fits else 'DOES NOT FIT'}",
          fit_cls),

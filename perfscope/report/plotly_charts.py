@@ -40,9 +40,11 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
     from perfscope.report.plotly_roofline import ranges
 
     xr, yr = ranges([panel])
-    width, height = 980, 560
-    fr = Frame(width, height, (0.0, 1.0), xr, yr)
-    layout = _layout(title, width, height)
+    width, height = 1150, 660
+    margin = {"l": 95, "r": 190, "t": 70, "b": 210, "autoexpand": False}  # legend right,
+    fr = Frame(width, height, (0.0, 1.0), xr, yr, margin)                 # slider below
+    layout = _layout(title, width, height, fixed=True)
+    layout["margin"] = margin
     layout["xaxis"] = _xaxis((0.0, 1.0), xr, 0)
     layout["yaxis"] = _yaxis(yr, 0, True)
     data, notes, boxes = roof_traces(0, panel, xr, fr, True)
@@ -60,11 +62,9 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
     fixed = len(data)
     active = next((i for i, p in enumerate(sweep) if p.batch == hs.spec.batch), 0)
     groups: list[list[int]] = []
-    seen: set[str] = set()
     for i, pts in enumerate(per_batch):
-        tr = point_traces(0, pts, seen if i == active else set(), visible=i == active)
-        for t in tr:
-            t["showlegend"] = i == active and t["showlegend"]
+        # each batch's traces carry their own legend squares: shown with the batch
+        tr = point_traces(0, pts, set(), visible=i == active)
         groups.append(list(range(len(data), len(data) + len(tr))))
         data += tr
     data += legend_keys(per_batch[active])
@@ -84,13 +84,11 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
                                 f"{F.num(bp.spec.tokens_per_s_per_gpu)} tokens/s per GPU"
                                 + ("" if bp.spec.final.memory.fits else
                                    ", KV cache does NOT fit") + "</sub>"}]})
-    layout["sliders"] = [{"active": active, "steps": steps, "y": -0.12, "len": 0.9,
-                          "currentvalue": {"prefix": "decode batch ", "font": {"size": 13}},
-                          "pad": {"t": 40}}]
-    layout["margin"] = dict(layout["margin"], b=150)
-    layout["height"] = height + 90
-    layout["legend"] = {"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 11}}
-    layout["width"] = width + 170
+    layout["sliders"] = [{"active": active, "steps": steps, "y": -0.2, "yanchor": "top",
+                          "len": 0.95, "currentvalue": {"prefix": "decode batch ",
+                                                        "font": {"size": 13}},
+                          "pad": {"t": 10}}]
+    layout["legend"] = {"orientation": "v", "x": 1.02, "y": 1, "font": {"size": 11}}
     notes += label_notes(0, per_batch[active], fr, boxes, max_labels=8)
     layout["annotations"] = notes
     layout["title"]["text"] = steps[active]["args"][1]["title.text"]
@@ -98,12 +96,15 @@ def trajectory(hs: Any, title: str = "") -> dict[str, Any]:
 
 
 def _vline(x: float, text: str, color: str, yref: str = "paper", dash: str = "dot",
-           y: float = 1.0) -> tuple[dict, dict]:
+           y: float = 1.0, right: bool = False) -> tuple[dict, dict]:
+    """A vertical marker line and its label (to the line's left when ``right``: near the
+    right edge of the plot the text would be cut)."""
     shape = {"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1, "xref": "x", "yref": yref,
              "line": {"color": color, "width": 1.5, "dash": dash}}
     # a log axis places annotations in log10 units
     note = {"x": math.log10(x), "y": y, "xref": "x", "yref": "paper", "text": text,
-            "showarrow": False, "xanchor": "left", "yanchor": "top", "xshift": 3,
+            "showarrow": False, "xanchor": "right" if right else "left", "yanchor": "top",
+            "xshift": -3 if right else 3,
             "font": {"size": 10, "color": color}, "bgcolor": "rgba(255,255,255,0.8)"}
     return shape, note
 
@@ -132,22 +133,28 @@ def batch_chart(hs: Any, title: str = "") -> dict[str, Any]:
                               for s in ss],
                      "hovertemplate": "%{text}<extra></extra>"})
     shapes, notes = [], []
+    span = math.log(max(xs) / min(xs)) or 1.0
+
+    def near_right(b: float) -> bool:
+        return math.log(max(b, min(xs)) / min(xs)) / span > 0.55
+
     if hs.kv_limit_batch < max(xs):
         lo = max(hs.kv_limit_batch, 0.5)
         shapes.append({"type": "rect", "x0": lo, "x1": max(xs) * 1.5, "y0": 0, "y1": 1,
                        "xref": "x", "yref": "paper", "fillcolor": "rgba(214,39,40,0.08)",
                        "line": {"width": 0}})
         s, n = _vline(lo, f"KV cache full above batch {hs.kv_limit_batch}", "#d62728",
-                      dash="solid", y=0.98)
+                      dash="solid", y=0.98, right=near_right(lo))
         shapes.append(s)
         notes.append(n)
     for b, text, y in ((hs.gemm_compute_batch, "decode GEMMs compute-bound", 0.88),
                        (hs.step_compute_batch, "whole step compute-bound", 0.78)):
         if b is not None and b <= max(xs) * 1.5:
-            s, n = _vline(b, f"{text} from batch {b}", "#2ca02c", y=y)
+            s, n = _vline(b, f"{text} from batch {b}", "#2ca02c", y=y, right=near_right(b))
             shapes.append(s)
             notes.append(n)
-    s, n = _vline(hs.spec.batch, f"operating batch {hs.spec.batch}", "#555", y=0.68)
+    s, n = _vline(hs.spec.batch, f"operating batch {hs.spec.batch}", "#555", y=0.68,
+                  right=near_right(hs.spec.batch))
     shapes.append(s)
     notes.append(n)
     layout = _layout(title, 980, 460)
@@ -157,7 +164,7 @@ def batch_chart(hs: Any, title: str = "") -> dict[str, Any]:
     layout["yaxis"] = {"title": {"text": "output tokens/s per GPU"}, "rangemode": "tozero",
                        "gridcolor": "#eee", "tickformat": ",.0f"}
     layout["yaxis2"] = {"title": {"text": "TPOT (ms)"}, "overlaying": "y", "side": "right",
-                        "rangemode": "tozero", "showgrid": False}
+                        "rangemode": "tozero", "showgrid": False, "tickformat": ".3~g"}
     layout["shapes"] = shapes
     layout["annotations"] = notes
     layout["legend"] = {"orientation": "h", "y": -0.2, "font": {"size": 11}}
@@ -295,34 +302,46 @@ def link_chart(panels: Sequence[tuple[str, Sequence[C.CommPt], Mapping[str, tupl
     data = []
     shapes, notes = [], []
     seen: set[str] = set()
-    for name, pts, roofs in panels:
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b")
+    xs, ys = [1.0], [1.0]
+    for j, (name, pts, roofs) in enumerate(panels):
+        col = palette[j % len(palette)]
+        first = True
         for p in pts:
+            xs.append(p.size_bytes)
+            ys.append(p.busbw_bytes_s)
             sym = C.PHASE_SYMBOLS.get(p.phase, "circle") + ("-open" if p.source == "predicted"
                                                             else "")
             data.append({"type": "scatter", "mode": "markers", "x": [p.size_bytes],
-                         "y": [p.busbw_bytes_s], "name": _esc(f"{name}: {p.phase} {p.name}"),
-                         "legendgroup": name, "showlegend": False,
+                         "y": [p.busbw_bytes_s], "name": _esc(name),
+                         "legendgroup": name, "showlegend": first,
                          "marker": {"symbol": sym, "size": C.marker_px(p.share),
-                                    "color": C.color("comm"), "line": {"width": 2,
-                                                                       "color": C.color("comm")}},
+                                    "color": col, "line": {"width": 2, "color": col}},
                          "text": [C.hover_html((("device", name), *p.hover))],
                          "hovertemplate": "%{text}<extra></extra>"})
+            first = False
         for label, (bw, src) in roofs.items():
             if label in seen:
                 continue
             seen.add(label)
+            ys.append(bw)
             shapes.append({"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1,
                            "y0": bw, "y1": bw, "line": {"color": "#333", "width": 1.5,
                                                         "dash": C.SOURCE_DASH.get(src, "dash")}})
-            notes.append({"xref": "x domain", "yref": "y", "x": 0.99, "y": math.log10(bw),
+            left = len(notes) % 2 == 1  # alternate sides: close ceilings stay legible
+            notes.append({"xref": "x domain", "yref": "y", "x": 0.01 if left else 0.99,
+                          "y": math.log10(bw),
                           "text": f"{_esc(label)} {F.si(bw, 'B/s')} ({src})",
-                          "showarrow": False, "xanchor": "right", "yanchor": "bottom",
-                          "font": {"size": 10}})
+                          "showarrow": False, "xanchor": "left" if left else "right",
+                          "yanchor": "bottom", "font": {"size": 10}})
     layout = _layout(title, 980, 420)
-    layout["xaxis"] = {"type": "log", "title": {"text": "message per rank (bytes)"},
-                       "gridcolor": "#eee"}
-    layout["yaxis"] = {"type": "log", "title": {"text": "bus bandwidth (bytes/s)"},
-                       "gridcolor": "#eee"}
+    xr = (math.log10(min(x for x in xs if x > 1) if len(xs) > 1 else 1) - 0.3,
+          math.log10(max(xs)) + 0.3)
+    yr = (math.log10(min(ys[1:] or [1.0])) - 0.3, math.log10(max(ys)) + 0.3)
+    layout["xaxis"] = {"type": "log", "title": {"text": "message per rank"}, "range": list(xr),
+                       "gridcolor": "#eee", **decade_ticks(xr, lambda v: F.nbytes(v, 1))}
+    layout["yaxis"] = {"type": "log", "title": {"text": "bus bandwidth"}, "range": list(yr),
+                       "gridcolor": "#eee", **decade_ticks(yr, lambda v: F.si(v, "B/s", 1))}
     layout["shapes"] = shapes
     layout["annotations"] = notes
     return {"data": data, "layout": layout}
@@ -362,7 +381,7 @@ def kernels_chart(points: Sequence[Mapping[str, Any]], bandwidth: float | None,
     """Reference kernels: achieved bytes/s of each variant, beside the measured bandwidth."""
     names = [_esc(str(p.get("name"))) for p in points]
     vals = [p.get("achieved_bytes_per_s") or 0 for p in points]
-    data = [{"type": "bar", "orientation": "h", "y": names, "x": vals,
+    data = [{"type": "bar", "orientation": "h", "y": names, "x": [v / 1e9 for v in vals],
              "marker": {"color": ["#1f77b4" if "fused" in n and "unfused" not in n else
                                   "#9ecae9" for n in names]},
              "text": [f"{F.si(v, 'B/s')} ({F.seconds((p.get('stats') or {}).get('median_s'))})"
@@ -372,16 +391,18 @@ def kernels_chart(points: Sequence[Mapping[str, Any]], bandwidth: float | None,
     layout = _layout(title, 980, 120 + 30 * len(points))
     shapes = []
     if bandwidth:
-        shapes.append({"type": "line", "x0": bandwidth, "x1": bandwidth, "y0": 0, "y1": 1,
+        shapes.append({"type": "line", "x0": bandwidth / 1e9, "x1": bandwidth / 1e9,
+                       "y0": 0, "y1": 1,
                        "xref": "x", "yref": "paper",
                        "line": {"color": "#d62728", "dash": "dash", "width": 1.5}})
-        layout["annotations"] = [{"x": bandwidth, "y": 1, "xref": "x", "yref": "paper",
+        layout["annotations"] = [{"x": bandwidth / 1e9, "y": 1, "xref": "x", "yref": "paper",
                                   "text": f"measured memory bandwidth {F.si(bandwidth, 'B/s')}",
                                   "showarrow": False, "yanchor": "bottom",
                                   "font": {"size": 10, "color": "#d62728"}}]
     layout["shapes"] = shapes
-    layout["xaxis"] = {"title": {"text": "achieved bytes/s (HBM/DRAM traffic of the kernel)"},
-                       "gridcolor": "#eee", "rangemode": "tozero"}
+    layout["xaxis"] = {"title": {"text": "achieved bandwidth (GB/s of the kernel's memory "
+                                         "traffic)"},
+                       "gridcolor": "#eee", "rangemode": "tozero", "ticksuffix": " GB/s"}
     layout["yaxis"] = {"automargin": True, "autorange": "reversed"}
     layout["showlegend"] = False
     layout["margin"] = dict(layout["margin"], l=230)

@@ -18,7 +18,9 @@ from perfscope.report import chartdata as C
 from perfscope.report import labels as L
 
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
-MARGIN = {"l": 70, "r": 20, "t": 60, "b": 60}
+# fixed margins (no autoexpand): label positions are computed in pixels, so the plot area
+# must not move when plotly lays out the legend
+MARGIN = {"l": 95, "r": 20, "t": 60, "b": 130, "autoexpand": False}
 GAP = 0.06  # between side-by-side panels, fraction of the width
 
 
@@ -52,12 +54,14 @@ class Frame:
     """Pixel geometry of one panel (fixed-size figures, so label positions are known)."""
 
     def __init__(self, width: float, height: float, dom: tuple[float, float],
-                 xr: tuple[float, float], yr: tuple[float, float]):
-        aw = width - MARGIN["l"] - MARGIN["r"]
-        self.left = MARGIN["l"] + aw * dom[0]
+                 xr: tuple[float, float], yr: tuple[float, float],
+                 margin: dict | None = None):
+        mg = margin or MARGIN
+        aw = width - mg["l"] - mg["r"]
+        self.left = mg["l"] + aw * dom[0]
         self.w = aw * (dom[1] - dom[0])
-        self.top = MARGIN["t"]
-        self.h = height - MARGIN["t"] - MARGIN["b"]
+        self.top = mg["t"]
+        self.h = height - mg["t"] - mg["b"]
         self.xr, self.yr = xr, yr
 
     def px(self, x: float, y: float) -> tuple[float, float]:
@@ -124,8 +128,13 @@ def point_traces(i: int, pts: Sequence[C.Pt], seen: set[str],
     out = []
     for (kind, source, phase), ps in sorted(groups.items()):
         sym = C.PHASE_SYMBOLS.get(phase, "circle") + ("-open" if source == "predicted" else "")
-        show = kind not in seen
-        seen.add(kind)
+        if kind not in seen:  # the legend names kinds with a plain square
+            seen.add(kind)
+            out.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None],
+                        "name": _esc(kind), "legendgroup": kind, "visible": visible,
+                        "marker": {"symbol": "square", "size": 11, "color": C.color(kind)},
+                        "hoverinfo": "skip", "xaxis": _ref(i, "x"), "yaxis": _ref(i, "y")})
+        show = False
         out.append({
             "type": "scatter", "mode": "markers", "name": _esc(kind), "legendgroup": kind,
             "showlegend": show, "visible": visible,
@@ -188,9 +197,9 @@ def roofline(panels: Sequence[C.Panel], *, title: str = "", height: int = 540,
              width: int | None = None, labels: bool = True) -> dict[str, Any]:
     """Side-by-side rooflines, one panel per device, shared log-log axes."""
     n = len(panels)
-    width = width or (980 if n == 1 else min(1500, 520 * n))
+    width = width or (980 if n == 1 else min(1180, 590 * n))
     (xr, yr) = ranges(panels)
-    layout: dict[str, Any] = _layout(title, width, height)
+    layout: dict[str, Any] = _layout(title, width, height, fixed=True)
     data: list[dict] = []
     notes: list[dict] = []
     seen: set[str] = set()
@@ -222,12 +231,16 @@ def _esc(s: str) -> str:
     return html.escape(s)
 
 
-def _layout(title: str, width: int, height: int) -> dict[str, Any]:
+def _layout(title: str, width: int, height: int, fixed: bool = False) -> dict[str, Any]:
+    """Common layout; ``fixed``: margins that plotly may not grow (rooflines, whose labels
+    are placed in pixels)."""
+    margin = dict(MARGIN) if fixed else {"l": 80, "r": 20, "t": 60, "b": 60}
     return {"title": {"text": _esc(title), "x": 0.01, "font": {"size": 15}},
-            "width": width, "height": height, "margin": dict(MARGIN),
+            "width": width, "height": height, "margin": margin,
             "font": {"family": FONT, "size": 12}, "hovermode": "closest",
             "plot_bgcolor": "white", "paper_bgcolor": "white",
-            "legend": {"orientation": "h", "y": -0.14, "x": 0, "font": {"size": 11}}}
+            "legend": {"orientation": "h", "y": -0.17, "yanchor": "top", "x": 0,
+                       "font": {"size": 11}}}
 
 
 def decade_ticks(r: tuple[float, float], text) -> dict[str, Any]:
@@ -252,6 +265,7 @@ def _yaxis(yr: tuple[float, float], i: int, shown: bool) -> dict[str, Any]:
           "anchor": _ref(i, "x"), "showline": True, "linecolor": "#999",
           "title": {"text": "FLOP/s" if shown else ""},
           **decade_ticks(yr, lambda v: F.si(v, "FLOP/s", 1))}
-    if i:
+    if i:  # side by side: one shared scale, labelled once on the left
         ax["matches"] = "y"
+        ax["showticklabels"] = False
     return ax
