@@ -9,7 +9,7 @@ from typing import Any
 
 from perfscope.report import chartdata as C
 from perfscope.report import fmt as F
-from perfscope.report import plotly_charts as PC
+from perfscope.report import plotly_measured as PC
 from perfscope.report import plotly_roofline as PR
 from perfscope.report.html import Page, esc, kv, table
 

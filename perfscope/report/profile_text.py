@@ -5,6 +5,7 @@ given width."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,9 +61,23 @@ def device_renderables(st: Study, h: HwStudy, width: int) -> list[Any]:
                       f"{F.pct(b['bytes_share'][what], 0)} of the bytes moved are {what}"],
                      width, sep="; "),
     ]
+    if not mem.fits:
+        need = 1 << max(0, math.ceil(math.log2(mem.total_bytes / mem.usable_bytes)))
+        facts.append(f"to fit: shard it (--tp {need * st.base.tp}) or quantize it "
+                     "(--weight-dtype fp8 or int4)")
     if b["comm_share"] > 0.01:
         facts.append(f"communication: {F.pct(b['comm_share'], 0)} of the decode step")
     return [*lines(head), _metrics(h, width), *lines(facts)]
+
+
+def compare_table(st: Study, width: int) -> Any:
+    rows = [[h.hw.name, t_s(h.spec.ttft_s), t_s(h.spec.tpot_s),
+             F.num(h.spec.tokens_per_s_per_gpu), F.num(h.spec.tokens_per_s_per_user),
+             "yes" if h.spec.final.memory.fits else "NO", F.count(h.kv_limit_batch)]
+            for h in st.hws]
+    return fit_table([Col("device", 0, right=False), Col("TTFT", 0), Col("TPOT", 0),
+                      Col("tok/s/GPU", 0), Col("tok/s/user", 2), Col("fits", 1, right=False),
+                      Col("max batch", 1)], rows, width)
 
 
 def summary_renderables(st: Study, width: int, report_path: str | None = None,
@@ -74,6 +89,9 @@ def summary_renderables(st: Study, width: int, report_path: str | None = None,
         if i:
             out.append(Text(""))
         out += device_renderables(st, h, width)
+    if len(st.hws) > 1:
+        out += [Text(""), *lines(["devices compared (spec ceilings; expected in the "
+                                  "report):"]), compare_table(st, width)]
     notes = ["TTFT: one prefill of the whole batch's prompts, no queueing.",
              "TPOT: one decode step at the mean context over the output.",
              "tokens/s per GPU: batch / TPOT / GPUs; per user: 1 / TPOT."]
