@@ -77,6 +77,21 @@ def measure_local(sections: Sequence[str] = ("ceilings", "ops"), *, quick: bool 
                           started=s.started, finished=time.time())
 
 
+# ---- slots for the serving helper's work (issue 8) ------------------------------------------
+
+def recommendations(study: Any) -> list[dict[str, Any]] | None:
+    """Recommendation records (rule, message, evidence, expected_gain) for the report's
+    Recommendations section; None leaves the section out. The wiring point for
+    ``perfscope recommend`` (perfscope.recommend) once it lands."""
+    return None
+
+
+def pareto_figure(study: Any) -> dict[str, Any] | None:
+    """A plotly figure dict of the throughput/latency Pareto front for the report's Pareto
+    section; None leaves it out. The wiring point for the recommender's chart."""
+    return None
+
+
 # ---- the command -------------------------------------------------------------------------
 
 def _slug(text: str) -> str:

@@ -332,7 +332,9 @@ def _recommendations(page: Page, recs: Sequence[Mapping[str, Any]]) -> None:
 
 def _definitions(page: Page) -> None:
     page.section("notes", "How to read this report")
-    items = [(k.replace("_", " "), v) for k, v in DEFINITIONS.items()]
+    names = {"ttft_s": "TTFT", "tpot_s": "TPOT", "tokens_per_s_per_gpu": "tokens/s per GPU",
+             "tokens_per_s_per_user": "tokens/s per user", "e2e_s": "end to end"}
+    items = [(names.get(k, k), v) for k, v in DEFINITIONS.items()]
     items += [("spec ceilings", "published peak FLOP/s and bandwidth: the upper-bound speed"),
               ("empirical ceilings", "published achieved GEMM and memory rates where the "
                "spec has them, plus a fixed kernel overhead: the expected speed"),

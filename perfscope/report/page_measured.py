@@ -90,17 +90,17 @@ def _ops(page: Page, doc: Mapping[str, Any]) -> None:
         ratio = med / pred if med and pred else None
         sb = ex.get("sweep_batch")
         rows.append([p.get("name") + (f" b={sb}" if sb else ""), ex.get("phase", ""),
-                     C.shape_text(p.get("shape")), ex.get("scale_note") or "",
-                     (F.seconds(med), med),
-                     f"{F.seconds(st.get('p20_s'))} .. {F.seconds(st.get('p80_s'))}",
-                     (F.seconds(pred), pred), (f"{F.num(ratio)}x" if ratio else "-", ratio),
+                     (F.seconds(med), med), (F.seconds(pred), pred),
+                     (f"{F.num(ratio)}x" if ratio else "-", ratio),
                      (F.rate(p.get("achieved_flops_per_s")), p.get("achieved_flops_per_s")),
                      (F.si(p.get("achieved_bytes_per_s"), "B/s"), p.get("achieved_bytes_per_s")),
                      (F.pct((p.get("pct_of_roof") or 0) / 100) if p.get("pct_of_roof") is not
-                      None else "-", p.get("pct_of_roof"))])
-    page.add(table(["op", "phase", "shape run", "scaled", "measured", "p20 .. p80",
-                    "predicted", "measured / predicted", "FLOP/s", "bytes/s", "of roof"], rows,
-                   left=(0, 1, 2, 3)))
+                      None else "-", p.get("pct_of_roof")),
+                     f"{F.seconds(st.get('p20_s'))} .. {F.seconds(st.get('p80_s'))}",
+                     C.shape_text(p.get("shape")), ex.get("scale_note") or ""])
+    page.add(table(["op", "phase", "measured", "predicted", "measured / predicted", "FLOP/s",
+                    "bytes/s", "of roof", "p20 .. p80", "shape run", "scaled"], rows,
+                   left=(0, 1, 9, 10)))
 
 
 def _kernels(page: Page, doc: Mapping[str, Any]) -> None:
