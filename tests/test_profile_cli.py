@@ -54,7 +54,7 @@ def test_default_writes_the_dated_report_and_a_summary(tmp_path):
         assert words in r.stdout, words
     assert narrow(r.stdout) and narrow(r.stderr) and not SCI.search(r.stdout)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [path.name]
-    assert time.time() - t0 < 60  # the real goal (< 5 s) is printed by benchmarks, not here
+    assert time.time() - t0 < 60  # a hang guard only: the < 5 s goal is not a unit test
 
 
 def test_output_path_and_several_devices(tmp_path):

@@ -73,6 +73,14 @@ def _header(inp: ReportInput, title: str) -> str:
     for h in st.hws:
         hw = h.hw
         specs.append((f"{hw.name}", f"{hw.file}  (memory: {hw.memory_source})"))
+        dt = h.spec.decode.precision.compute
+        if dt in hw.peaks:
+            specs.append((f"{hw.name} {dt} peak", hw.peaks[dt].source))
+        emp = hw.empirical
+        if emp is not None and dt in emp.gemm_flops:
+            specs.append((f"{hw.name} {dt} achieved GEMM", emp.gemm_sources.get(dt, "")))
+        if emp is not None and emp.memory_source:
+            specs.append((f"{hw.name} achieved memory", emp.memory_source))
         link = hw.gpu_link
         if link is not None and (st.base.tp > 1 or st.base.pp > 1):
             specs.append((f"{hw.name} link {link.name}", f"{link.file}  ({link.source})"))

@@ -279,7 +279,7 @@ def compare_chart(studies: Sequence[Any], title: str = "") -> dict[str, Any]:
                          "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                          "text": [F.num(v) for v in vals], "textposition": "outside",
                          "hovertemplate": f"{label}: %{{text}}<extra>%{{x}}</extra>"})
-    layout = _layout(title, 980, 420)
+    layout = _layout(title, 1150, 420)
     layout["barmode"] = "group"
     notes = []
     for i, ((label, _), dom) in enumerate(zip(metrics, doms, strict=True)):
