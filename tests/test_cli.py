@@ -286,17 +286,33 @@ FMT_ARGS = ["analyze", *SCENARIOS["moe-decode"]]
 
 
 def test_csv_and_table_show_every_op():
-    ops = ok_json(*FMT_ARGS, "--format", "json")["ops"]
+    doc = ok_json(*FMT_ARGS, "--format", "json")
+    ops = doc["ops"]
     r = cli(*FMT_ARGS, "--format", "csv")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
-    assert len(rows) == len(ops)
+    op_rows = [row for row in rows if row["row"] == "op"]
+    assert len(op_rows) == len(ops)
     cols = {"name", "kind", "layer", "count", "flops", "bytes_read", "bytes_written",
             "intensity", "attainable_flops_per_s", "time_s", "bound"}
     assert cols <= set(rows[0])
-    assert [row["name"] for row in rows] == [o["name"] for o in ops]
-    for row, o in zip(rows, ops, strict=True):
+    assert [row["name"] for row in op_rows] == [o["name"] for o in ops]
+    for row, o in zip(op_rows, ops, strict=True):
         assert float(row["time_s"]) == pytest.approx(o["time_s"], rel=1e-9)
+    # the CSV carries the step's totals and memory, not only op rows
+    total = next(row for row in rows if row["row"] == "total")
+    assert float(total["time_s"]) == pytest.approx(
+        sum(o["time_s"] * o["count"] for o in ops), rel=1e-9)
+    assert total["bound"] == doc["totals"]["bound"]
+    kinds = {row["name"]: float(row["total_time_s"]) for row in rows if row["row"] == "kind"}
+    for kind in {o["kind"] for o in ops}:
+        assert kinds[kind] == pytest.approx(
+            sum(o["time_s"] * o["count"] for o in ops if o["kind"] == kind), rel=1e-9)
+    mem = {row["name"]: row for row in rows if row["row"] == "memory"}
+    parts = sum(float(mem[k]["bytes"]) for k in ("weights", "kv_cache", "activation_peak"))
+    assert float(mem["total"]["bytes"]) == pytest.approx(parts, rel=1e-12)
+    assert float(mem["capacity"]["bytes"]) == doc["memory"]["capacity_bytes"]
+    assert mem["total"]["fits"] == str(doc["memory"]["fits"])
     r = cli(*FMT_ARGS, "--format", "table")
     assert r.returncode == 0, r.stderr
     assert [o["name"] for o in ops if o["name"] not in r.stdout] == []  # none cut short

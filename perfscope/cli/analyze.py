@@ -1,20 +1,67 @@
-"""perfscope analyze: one step of a model on a device, op by op, on the roofline."""
+"""perfscope analyze: one step of a model on a device, op by op, on the roofline.
+
+Every scenario flag (and --model, --hw) takes a comma-separated list: ``--batch 1,8,64,256
+--weight-dtype bf16,fp8`` analyses each combination and prints one row per point
+(``perfscope.sweep/1``), so the everyday questions are one command. A single point keeps the
+per-op output and ``perfscope.analysis/1``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
+from perfscope.cli.output import check_format, emit, out_width, show, to_csv_text, to_json_text
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
-                                       help="Built-in model name or config.json path.")]
-HwOpt = Annotated[str, typer.Option("--hw", help="Built-in device name or spec .toml path.")]
+                                       help="Built-in model name or config.json path "
+                                            "(comma-separate to compare).")]
+HwOpt = Annotated[str, typer.Option("--hw", help="Built-in device name or spec .toml path "
+                                                 "(comma-separate to compare).")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Write to this file (atomically).")]
+LIST = " Comma-separate values to sweep."
+
+
+def split_list(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    return [v.strip() for v in str(text).split(",") if v.strip()]
+
+
+def int_list(flag: str, text: str | int | None) -> list[int] | None:
+    """``"1,8,64"`` -> [1, 8, 64]; a bad value is a one-line error naming the flag."""
+    from perfscope.errors import InputError
+
+    if text is None:
+        return None
+    out = []
+    for v in split_list(str(text)) or [str(text)]:
+        try:
+            n = int(v)
+        except ValueError:
+            n = -1
+        if n < (0 if flag == "--context-len" else 1):
+            floor = 0 if flag == "--context-len" else 1
+            raise InputError(f"{flag} {text!r}: use whole numbers >= {floor}, comma-separated "
+                             "(e.g. 1,8,64)")
+        out.append(n)
+    return out
+
+
+def str_list(flag: str, text: str | None, allowed: tuple[str, ...] | None = None
+             ) -> list[str] | None:
+    from perfscope.units import check_dtype
+
+    if text is None:
+        return None
+    vals = split_list(text)
+    if allowed is not None:
+        vals = [check_dtype(v, allowed, flag) for v in vals]
+    return vals
 
 
 def analyze_cmd(
@@ -24,19 +71,23 @@ def analyze_cmd(
                            "flags below; flags given on the command line override it.")] = None,
     model: ModelOpt = "llama-3.1-8b",
     hw: HwOpt = "h100-sxm",
-    phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill")] = "prefill",
-    batch: Annotated[int, typer.Option(help="Sequences in the batch.")] = 1,
-    seq_len: Annotated[int, typer.Option(help="Prompt tokens (prefill) or new tokens of a "
+    phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill." + LIST)
+                     ] = "prefill",
+    batch: Annotated[str, typer.Option(help="Sequences in the batch." + LIST)] = "1",
+    seq_len: Annotated[str, typer.Option(help="Prompt tokens (prefill) or new tokens of a "
                                               "chunk; in decode the cached length when "
-                                              "--context-len is not given.")] = 2048,
-    context_len: Annotated[int | None, typer.Option(help="Tokens already cached (decode, "
-                                                         "chunked_prefill).")] = None,
-    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
-    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides --tp).")] = 1,
-    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4")] = None,
-    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8")] = None,
-    kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
+                                              "--context-len is not given." + LIST)] = "2048",
+    context_len: Annotated[str | None, typer.Option(help="Tokens already cached (decode, "
+                                                         "chunked_prefill)." + LIST)] = None,
+    tp: Annotated[str, typer.Option(help="Tensor-parallel degree." + LIST)] = "1",
+    pp: Annotated[str, typer.Option(help="Pipeline-parallel degree." + LIST)] = "1",
+    ep: Annotated[str, typer.Option(help="Expert-parallel degree (divides --tp)." + LIST)
+                  ] = "1",
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4." + LIST)
+                            ] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8." + LIST)
+                         ] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8." + LIST)] = None,
     group_size: Annotated[int | None, typer.Option(help="Quantization group (int4 default "
                                                         "128).")] = None,
     attention: Annotated[str, typer.Option(help="flash | unfused")] = "flash",
@@ -44,66 +95,114 @@ def analyze_cmd(
                                              help="Residual add fused into the norm.")] = True,
     mla_absorb: Annotated[str, typer.Option(help="MLA weight absorption: auto (decode only) "
                                                  "| on | off")] = "auto",
-    ceiling: Annotated[str, typer.Option(help="spec | empirical")] = "spec",
+    ceiling: Annotated[str, typer.Option(help="spec (upper-bound speed) | empirical "
+                                              "(expected)." + LIST)] = "spec",
     reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the ops on the device's "
                                                    "roofline (.png, .svg or .pdf).")] = None,
 ) -> None:
-    """Per-op FLOPs, bytes, roofline time and memory for one prefill or decode step."""
-    from perfscope.analysis import analyze
+    """Per-op FLOPs, bytes, roofline time and memory for one prefill or decode step; with
+    lists (--batch 1,8,64 --weight-dtype bf16,fp8 ...), one row per combination."""
     from perfscope.errors import InputError
-    from perfscope.specs.loading import load_hw
-    from perfscope.specs.model import load_model
-    from perfscope.specs.scenario import Scenario
+    from perfscope.units import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES
 
     check_format(fmt)
     absorbs: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
     if mla_absorb not in absorbs:
         raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
-    flags = dict(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
-                 weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
-                 group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
-                 fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb], ceiling=ceiling,
-                 memory_reserve=reserve)
+    lists: dict[str, list[Any] | None] = {
+        "phase": str_list("--phase", phase), "batch": int_list("--batch", batch),
+        "seq_len": int_list("--seq-len", seq_len),
+        "context_len": int_list("--context-len", context_len),
+        "weight_dtype": str_list("--weight-dtype", weight_dtype, WEIGHT_DTYPES),
+        "act_dtype": str_list("--act-dtype", act_dtype, ACT_DTYPES),
+        "kv_dtype": str_list("--kv-dtype", kv_dtype, KV_DTYPES),
+        "tp": int_list("--tp", tp), "pp": int_list("--pp", pp), "ep": int_list("--ep", ep),
+        "ceiling": str_list("--ceiling", ceiling)}
+    fixed = dict(group_size=group_size, attention=attention, fused_norm=fused_norm,
+                 mla_absorb=absorbs[mla_absorb], memory_reserve=reserve)
+    models, hws = split_list(model), split_list(hw)
     if scenario_file is not None:
         from perfscope.specs.scenario_file import load_scenario
 
         sf = load_scenario(scenario_file)
         given = {k for k in ctx.params if _given(ctx, k)}
         param = {"memory_reserve": "reserve"}
-        values = sf.values | {k: v for k, v in flags.items() if param.get(k, k) in given}
-        model = model if "model" in given else sf.model
-        hw = hw if "hw" in given else sf.hw
-    else:
-        values = flags
+        for k, v in sf.values.items():
+            if param.get(k, k) in given:
+                continue
+            if k in lists:
+                lists[k] = [v]
+            else:
+                fixed[k] = v
+        models = models if "model" in given else [sf.model]
+        hws = hws if "hw" in given else [sf.hw]
+    values = {k: v for k, v in lists.items() if v}
+    if not models or not hws:
+        raise InputError("--model and --hw need at least one name")
+    if len(models) > 1 or len(hws) > 1 or any(len(v) > 1 for v in values.values()):
+        if plot is not None:
+            raise InputError("--plot draws one point; for several use `perfscope roofline "
+                             "--hw a,b` or `perfscope profile`")
+        _sweep(models, hws, values, fixed, fmt, output)
+        return
+    _single(models[0], hws[0], {k: v[0] for k, v in values.items()} | fixed, fmt, output, plot)
+
+
+def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path | None,
+            plot: Path | None) -> None:
+    from perfscope.analysis import analyze
+    from perfscope.specs.loading import load_hw
+    from perfscope.specs.model import load_model
+    from perfscope.specs.scenario import Scenario
+
     if values.get("context_len") is None:  # decode: --seq-len is the cached length
         values["context_len"] = values.get("seq_len", 2048) if values.get("phase") == "decode" \
             else 0
     scenario = Scenario(**values).validate()
-    result = analyze(load_model(model), load_hw(hw), scenario)
+    m, h = load_model(model), load_hw(hw)
+    result = analyze(m, h, scenario)
     if plot is not None:
-        from perfscope.report.figures import (
-            analysis_points,
-            hw_ceilings,
-            roofline_figure,
-            save_figure,
-        )
+        from perfscope.report.figures import analysis_chart, save_figure
 
-        comp, bws = hw_ceilings(result.hw, [result.precision.compute, result.precision.act],
-                                scenario.ceiling)
-        title = (f"{result.model.name} {scenario.phase} batch {scenario.batch} on "
-                 f"{result.hw.display_name}")
-        save_figure(roofline_figure(comp, bws, analysis_points(result), title), plot)
+        save_figure(analysis_chart([result]), plot)
     if fmt == "json":
         emit(to_json_text(result.to_json()), output)
     elif fmt == "csv":
-        emit(to_csv_text(result.to_json()["ops"]), output)
-    else:
-        from perfscope.report.tables import analysis_table
+        from perfscope.report.rows import analysis_csv_rows
 
-        analysis_table(result, output)
+        emit(to_csv_text(analysis_csv_rows(result)), output)
+    else:
+        from dataclasses import replace
+
+        from perfscope.report.tables import analysis_renderables
+
+        other_ceiling = "empirical" if scenario.ceiling == "spec" else "spec"
+        other = analyze(m, h, replace(scenario, ceiling=other_ceiling))
+        width = out_width(output)
+        show(analysis_renderables(result, width, other), output, width)
+
+
+def _sweep(models: list[str], hws: list[str], values: dict[str, list[Any]],
+           fixed: dict[str, Any], fmt: str, output: Path | None) -> None:
+    from perfscope.report.sweep import csv_rows, document, run_sweep
+
+    axes = {"model": models, "hardware": hws} | values
+    varied = {k: v for k, v in axes.items() if len(v) > 1}
+    constant = {k: v[0] for k, v in axes.items() if len(v) == 1}
+    rows = run_sweep(axes, fixed)
+    if fmt == "json":
+        emit(to_json_text(document(varied, constant | fixed, rows)), output)
+    elif fmt == "csv":
+        emit(to_csv_text(csv_rows(rows)), output)
+    else:
+        from perfscope.report.tables import sweep_renderables
+
+        width = out_width(output)
+        desc = ", ".join(f"{k} {v}" for k, v in constant.items())
+        show(sweep_renderables(rows, list(varied), desc, width), output, width)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

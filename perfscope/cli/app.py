@@ -6,6 +6,7 @@ import typer
 
 from perfscope.cli.analyze import analyze_cmd
 from perfscope.cli.profile import profile_cmd
+from perfscope.cli.roofline import roofline_cmd
 from perfscope.cli.specs import hw_app, models_app
 
 app = typer.Typer(
@@ -15,11 +16,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from perfscope import __version__
+
+        print(f"perfscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version,
+                                       is_eager=True, help="Print the version and exit.")
+          ) -> None:
+    """Roofline performance analysis and profiling for transformer LLM inference."""
+
+
 app.command("profile")(profile_cmd)
 app.command("analyze")(analyze_cmd)
 app.add_typer(hw_app, name="hw")
 app.add_typer(models_app, name="models")
+app.command("roofline")(roofline_cmd)
 
 from perfscope.cli.bench import bench_app  # noqa: E402
 

@@ -1,4 +1,9 @@
-"""Rendering helpers shared by the commands: formats, atomic file output, logging."""
+"""Rendering helpers shared by the commands: formats, terminal width, file output, logging.
+
+Width: ``COLUMNS`` when set, else the terminal's width, else (a pipe or a file) a wide page
+so that nothing is cut. Renderers choose their columns to fit it (perfscope.report.tables);
+this module only prints what they return.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("table", "json", "csv")
+PIPE_WIDTH = 160  # stdout is neither a terminal nor sized by COLUMNS: a wide page
 
 
-def check_format(fmt: str) -> str:
+def check_format(fmt: str, formats: tuple[str, ...] = FORMATS) -> str:
     from perfscope.errors import InputError
 
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt not in formats:
+        raise InputError(f"--format {fmt!r}: use one of {', '.join(formats)}")
     return fmt
 
 
@@ -37,10 +43,11 @@ def _default(o: Any) -> Any:
 
 
 def to_csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as CSV; the columns are the union of the rows' keys in first-seen order."""
     rows = list(rows)
     buf = io.StringIO()
     if rows:
-        cols = list(rows[0])
+        cols = list(dict.fromkeys(k for r in rows for k in r))
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
@@ -49,10 +56,10 @@ def to_csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes, what: str = "--output") -> None:
     from perfscope.io import write_atomic as _write
 
-    _write(path, text)
+    _write(path, text, what=what)
 
 
 def emit(text: str, output: Path | None) -> None:
@@ -64,14 +71,57 @@ def emit(text: str, output: Path | None) -> None:
         log(f"wrote {output}")
 
 
-def console():
+def term_width(stream: Any = None) -> int:
+    """COLUMNS if set, else the terminal's width, else PIPE_WIDTH."""
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    stream = stream or sys.stdout
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        pass
+    return PIPE_WIDTH
+
+
+_term_width = term_width  # the old name (cli/bench_tables.py)
+
+
+def console(width: int | None = None, stderr: bool = False):
+    """A rich console on stdout (or stderr) at the width above; no highlighting guesses."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False, width=max(100, _term_width()))
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(highlight=False, soft_wrap=False, width=width or term_width(stream),
+                   stderr=stderr)
 
 
-def _term_width() -> int:
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return 120
+def render_text(renderables: Iterable[Any], width: int) -> str:
+    """Plain text of rich renderables at ``width`` columns."""
+    from rich.console import Console
+
+    con = Console(record=True, width=width, file=io.StringIO(), highlight=False,
+                  color_system=None, soft_wrap=False)
+    for r in renderables:
+        con.print(r)
+    return "\n".join(line.rstrip() for line in con.export_text().splitlines()) + "\n"
+
+
+def out_width(output: Path | None) -> int:
+    """The width to lay out for: the terminal (stdout), or a wide page for a file (unless
+    COLUMNS says otherwise)."""
+    return term_width() if output is None else term_width(io.StringIO())
+
+
+def show(renderables: Iterable[Any], output: Path | None = None,
+         width: int | None = None) -> None:
+    """Print renderables to stdout, or their plain text atomically to ``output``."""
+    width = width or out_width(output)
+    if output is None:
+        con = console(width)
+        for r in renderables:
+            con.print(r)
+    else:
+        write_atomic(output, render_text(renderables, width))
+        log(f"wrote {output}")

@@ -34,9 +34,29 @@ class ProfileArgs:
     layers: int | None = None
     device: str | None = None
     trace: Path | None = None
+    # default branch (HTML report): the workload, the sweep, what to measure
+    batch: int = 16
+    batches: str = "1,2,4,8,16,32,64,128,256,512"
+    isl: int = 2048
+    osl: int = 256
+    weight_dtype: str | None = None
+    act_dtype: str | None = None
+    kv_dtype: str | None = None
+    group_size: int | None = None
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    attention: str = "flash"
+    reserve: float = 0.10
+    bench: Path | None = None  # a perfscope.bench/1 JSON to include (measured elsewhere)
+    sections: str = "ceilings,ops"  # what a local measurement runs
+    quick: bool = True
+    threads: int | None = None
+    measure_given: bool = False  # --measure/--no-measure given explicitly
 
 
 def profile_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Built-in model name or "
                                                              "config.json path.")] = "llama-3.1-8b",
     hw: Annotated[str, typer.Option("--hw", help="Device name(s) or spec .toml path(s), "
@@ -57,12 +77,48 @@ def profile_cmd(
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Chrome trace file "
                                                                "(torch branch).")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Operating batch: concurrent "
+                                                              "requests the summary is "
+                                                              "for.")] = 16,
+    batches: Annotated[str, typer.Option("--batches", help="Batch sweep (comma-separated)."
+                                         )] = "1,2,4,8,16,32,64,128,256,512",
+    isl: Annotated[int, typer.Option("--isl", "--prompt-len", help="Prompt tokens per "
+                                                                   "request.")] = 2048,
+    osl: Annotated[int, typer.Option("--osl", "--output-len", help="Output tokens per "
+                                                                   "request.")] = 256,
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4")
+                            ] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8")] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Quantization group (int4 default "
+                                                        "128).")] = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides --tp).")] = 1,
+    attention: Annotated[str, typer.Option(help="flash | unfused")] = "flash",
+    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
+    bench: Annotated[Path | None, typer.Option("--bench", help="Include measurements from "
+                                               "a `perfscope bench --format json` file (e.g. "
+                                               "taken on a GPU); skips measuring here unless "
+                                               "--measure is given.")] = None,
+    sections: Annotated[str, typer.Option("--measure-sections", help="What to measure here: "
+                                          "ceilings,ops,kernels,comm.")] = "ceilings,ops",
+    quick: Annotated[bool, typer.Option("--quick/--full", help="Quick measurement (default) "
+                                        "or the full sweeps.")] = True,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU: torch threads for "
+                                                                  "measuring.")] = None,
 ) -> None:
     """The main job: a model on one or more GPUs, both phases, a batch sweep, measured
     points of this machine beside the predictions, in one HTML report."""
+    src = ctx.get_parameter_source("measure")
     args = ProfileArgs(model=model, hw=hw, fmt=fmt, output=output, measure=measure,
                        torch_model=torch_model, module=module, layers=layers, device=device,
-                       trace=trace)
+                       trace=trace, batch=batch, batches=batches, isl=isl, osl=osl,
+                       weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
+                       group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
+                       reserve=reserve, bench=bench, sections=sections, quick=quick,
+                       threads=threads,
+                       measure_given=src is not None and src.name == "COMMANDLINE")
     if torch_model or module:
         from perfscope.cli.profile_torch import run as run_torch
 

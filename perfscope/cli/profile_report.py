@@ -1,10 +1,268 @@
-"""Placeholder: this branch of perfscope profile is being built (replace this module)."""
+"""perfscope profile (default branch): a model on one or more devices, both phases, a batch
+sweep, this machine measured beside the predictions, in one self-contained HTML report
+(reports/<model>_<hw>_<date>.html unless -o), with a summary on stdout.
+
+Everything the command needs is checked before any work starts (names, dtypes, lengths, the
+output folder, torch for measuring), so a mistake costs a second, not a measurement.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from perfscope.cli.output import (
+    check_format,
+    log,
+    out_width,
+    show,
+    to_csv_text,
+    to_json_text,
+    write_atomic,
+)
 from perfscope.cli.profile import ProfileArgs
 from perfscope.errors import InputError
 
+FORMATS = ("html", "table", "json", "csv")
+SECTIONS = ("ceilings", "ops", "kernels", "comm")
+REPORTS_DIR = Path("reports")
+
+
+# ---- the one adapter to the measuring side ----------------------------------------------
+
+def measure_local(sections: Sequence[str] = ("ceilings", "ops"), *, quick: bool = True,
+                  device: str | None = None, threads: int | None = None,
+                  model: str = "qwen2.5-0.5b", hw: Any = None,
+                  progress: bool | Callable[..., None] | None = None) -> dict[str, Any]:
+    """Measure this machine; returns the ``perfscope.bench/1`` document.
+
+    The one place the report calls the measuring side. Issue 9 moves the bench session into
+    the library as ``perfscope.measure.session.run_bench(sections, quick=, device=,
+    threads=, model=, hw=, progress=)``; when it lands this body becomes
+    ``return run_bench(...).to_json()``. Today it drives perfscope.cli.bench's session.
+    """
+    from perfscope.cli import bench as B
+    from perfscope.measure.ceilings import skip_line
+    from perfscope.measure.device import describe_device, library_versions
+    from perfscope.measure.report import bench_document
+
+    opts = B.Opts(quick=quick, fmt="json", device=device, threads=threads,
+                  progress=bool(progress) if progress is not None else sys.stderr.isatty())
+    s = B._start(opts)
+    for sec in sections:
+        if sec == "ceilings":
+            B.timed(s, "ceilings", lambda: B.run_ceilings(s))
+        elif sec == "ops":
+            def ops() -> None:
+                try:
+                    B.run_ops(s, model, "local", ["prefill", "decode"], 1, 512, 512,
+                              "empirical", None, False, {})
+                except Exception as e:  # the rest of the report still stands
+                    s.skip("ops", skip_line(f"ops of {model}", e))
+
+            B.timed(s, "ops", ops)
+        elif sec == "kernels":
+            B.timed(s, "kernels", lambda: B.run_kernels(s))
+        elif sec == "comm":
+            B.timed(s, "comm", lambda: B.run_comm(s, 2, None))
+    return bench_document(argv=["perfscope", *sys.argv[1:]], quick=quick,
+                          device=describe_device(s.device), libraries=library_versions(),
+                          threads=s.threads, sections=s.sections, skipped=s.skipped,
+                          started=s.started, finished=time.time())
+
+
+# ---- slots for the serving helper's work (issue 8) ------------------------------------------
+
+def recommendations(study: Any) -> list[dict[str, Any]] | None:
+    """Recommendation records (rule, message, evidence, expected_gain) for the report's
+    Recommendations section; None leaves the section out. The wiring point for
+    ``perfscope recommend`` (perfscope.recommend) once it lands."""
+    return None
+
+
+def pareto_figure(study: Any) -> dict[str, Any] | None:
+    """A plotly figure dict of the throughput/latency Pareto front for the report's Pareto
+    section; None leaves it out. The wiring point for the recommender's chart."""
+    return None
+
+
+# ---- the command -------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
+
+
+def default_path(model: str, hws: Sequence[str], when: float) -> Path:
+    day = time.strftime("%Y-%m-%d", time.localtime(when))
+    return REPORTS_DIR / f"{_slug(model)}_{'+'.join(_slug(h) for h in hws)}_{day}.html"
+
+
+def _batches(text: str) -> list[int]:
+    from perfscope.cli.analyze import int_list
+
+    vals = int_list("--batches", text) or []
+    if not vals:
+        raise InputError("--batches: give at least one batch, e.g. 1,8,64")
+    return vals
+
+
+def _check_torch() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise InputError("perfscope profile measures this machine with torch, which is not "
+                         "installed: pip install torch==2.13.0 'perfscope[measure]' (or the "
+                         "torch build for your GPU), or pass --no-measure")
+
+
+def _versions(measured: dict[str, Any] | None) -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    from perfscope import __version__
+
+    v = {"perfscope": __version__, "python": platform.python_version()}
+    for pkg in ("plotly", "numpy", "torch"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            v[pkg] = md.version(pkg)
+    if measured:
+        v |= {f"measured with {k}": str(x) for k, x in (measured.get("libraries") or {}).items()
+              if k not in v}
+    return v
+
 
 def run(args: ProfileArgs) -> None:
-    raise InputError("this part of perfscope profile is not built yet")
+    from dataclasses import replace
+
+    from perfscope.report.study import build_study
+    from perfscope.specs.loading import load_hw
+    from perfscope.specs.model import load_model
+    from perfscope.specs.scenario import Scenario, resolve_precision
+
+    fmt = check_format(args.fmt or "html", FORMATS)
+    started = time.time()
+    from perfscope.cli.analyze import split_list
+
+    hw_names = split_list(args.hw)
+    if not hw_names:
+        raise InputError("--hw: give at least one device name or spec file")
+    model = load_model(args.model)
+    hws = [load_hw(h) for h in hw_names]
+    batches = _batches(args.batches)
+    for flag, v in (("--batch", args.batch), ("--isl", args.isl), ("--osl", args.osl)):
+        if v < 1:
+            raise InputError(f"{flag} {v}: must be a whole number >= 1")
+    if args.isl + args.osl > model.max_position:
+        raise InputError(f"--isl {args.isl} + --osl {args.osl} = {args.isl + args.osl} tokens "
+                         f"exceed the {model.max_position}-token context of {model.name}; "
+                         "shorten them")
+    base = Scenario(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype,
+                    kv_dtype=args.kv_dtype, group_size=args.group_size, tp=args.tp,
+                    pp=args.pp, ep=args.ep, attention=args.attention,
+                    memory_reserve=args.reserve).validate()
+    for hw in hws:  # a dtype one of the devices lacks fails now, naming it
+        try:
+            resolve_precision(base, hw.has_dtype)
+        except InputError as e:
+            raise InputError(f"--hw {hw.name}: {e}") from None
+    measure = args.measure and (args.bench is None or args.measure_given)
+    sections = [s for s in (x.strip() for x in args.sections.split(",")) if s]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise InputError(f"--measure-sections {','.join(bad)}: use some of "
+                         f"{','.join(SECTIONS)}")
+    path = args.output
+    if fmt == "html" and path is None:
+        path = default_path(model.name, [h.name for h in hws], started)
+    elif path is not None and not path.parent.is_dir():
+        raise InputError(f"--output {path}: the folder {path.parent} does not exist; create "
+                         "it first or choose another path")
+    if measure:
+        _check_torch()
+    imported = None
+    if args.bench is not None:
+        imported = _read_bench(args.bench)
+
+    study = build_study(model, hws, replace(base), batch=args.batch, isl=args.isl,
+                        osl=args.osl, batches=batches)
+    measured = imported
+    if measure:
+        log(f"perfscope profile: measuring this machine ({', '.join(sections)} of "
+            f"{model.name}, {'quick' if args.quick else 'full'}); --no-measure skips this")
+        measured = measure_local(sections, quick=args.quick, device=args.device,
+                                 threads=args.threads, model=args.model)
+    command = shlex.join(["perfscope", *sys.argv[1:]])
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    versions = _versions(measured)
+    _output(fmt, study, path, measured, command, created, versions,
+            default_folder=args.output is None)
+
+
+def _read_bench(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--bench {path}: file does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"--bench {path}: not a JSON file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "perfscope.bench/1":
+        raise InputError(f"--bench {path}: not a perfscope.bench/1 document; write one with "
+                         "`perfscope bench --format json -o FILE`")
+    return doc
+
+
+def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | None,
+            command: str, created: str, versions: dict[str, str], *,
+            default_folder: bool) -> None:
+    from perfscope.report.profile_text import summary_renderables
+
+    if fmt == "json":
+        from perfscope.report.profile_doc import report_document
+
+        text = to_json_text(report_document(study, created=created, command=command,
+                                             versions=versions, measured=measured))
+        _emit(text, path)
+        return
+    if fmt == "csv":
+        from perfscope.report.profile_doc import report_csv_rows
+
+        _emit(to_csv_text(report_csv_rows(study)), path)
+        return
+    if fmt == "table":
+        from perfscope.report.tables import analysis_renderables
+
+        width = out_width(path)
+        parts = summary_renderables(study, width, measured=measured)
+        for h in study.hws:
+            for a in (h.spec.prefill, h.spec.decode):
+                parts += ["", *analysis_renderables(a, width)]
+        show(parts, path, width)
+        return
+    from perfscope.io import write_atomic as write
+    from perfscope.report.page import ReportInput, render_report
+
+    assert path is not None
+    html = render_report(ReportInput(study, command, created, versions, measured))
+    # reports/ is ours to create; a folder named with -o must already exist
+    write(path, html, what="--output", make_parents=default_folder)
+    width = out_width(None)
+    show(summary_renderables(study, width, str(path), measured), None, width)
+
+
+def _emit(text: str, path: Path | None) -> None:
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(path, text)
+        log(f"wrote {path}")
+
+
+__all__ = ["measure_local", "run"]
