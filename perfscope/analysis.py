@@ -82,20 +82,20 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sum
             hw: HardwareSpec) -> Totals:
     fk, bk, tk, tb, time = (sums.flops_by_kind, sums.bytes_by_kind, sums.time_by_kind,
                             sums.time_by_bound, sums.time_s)
-    if c.sh.pp > 1:  # per GPU: the busiest stage
+    if c.shard.pp > 1:  # per GPU: the busiest stage
         fk, bk = _busiest_stage(c, graph, points)
     flops, nbytes = sum(fk.values()), sum(bk.values())
-    peak = hw.tensor_flops(c.p.compute)[0]
+    peak = hw.tensor_flops(c.precision.compute)[0]
     bw = hw.memory_bandwidth_bytes_s
     return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
                   mfu=flops / (time * peak) if time else 0.0,
                   mbu=nbytes / (time * bw) if time else 0.0,
-                  tokens_per_s=c.N / time if time else 0.0)
+                  tokens_per_s=c.tokens / time if time else 0.0)
 
 
 def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:
     """FLOPs and bytes by kind of the stage with the longest time."""
-    stages = c.sh.stages
+    stages = c.shard.stages
     best: tuple[dict[str, float], dict[str, float], float] = ({}, {}, -1.0)
     n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
     for si, stage in enumerate(stages):

@@ -7,6 +7,7 @@ only when specs are loaded and when results are rendered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from perfscope.errors import InputError
 
@@ -71,15 +72,10 @@ class QuantFormat:
         return f"{self.dtype}-g{self.group_size}" if self.group_size else self.dtype
 
 
-_FORMATS: dict[tuple[str, int | None], QuantFormat] = {}
-
-
+@lru_cache(maxsize=64)
 def quant_format(dtype: str, group_size: int | None = None) -> QuantFormat:
     """Shared QuantFormat instances (they are immutable): no construction on the hot path."""
-    f = _FORMATS.get((dtype, group_size))
-    if f is None:
-        f = _FORMATS[(dtype, group_size)] = QuantFormat(dtype, group_size)
-    return f
+    return QuantFormat(dtype, group_size)
 
 
 def check_dtype(value: str, allowed: tuple[str, ...], flag: str) -> str:

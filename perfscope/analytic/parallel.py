@@ -8,6 +8,7 @@ tp); each expert is then split over tp/ep ranks. PP cuts the layers into contigu
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from perfscope.analytic.ops import Op
@@ -17,9 +18,12 @@ from perfscope.specs.scenario import Scenario
 
 
 class Shard(NamedTuple):
+    """How one GPU's share of the model is shaped (per-rank widths: a counting.Split)."""
+
     tp: int
     pp: int
     ep: int
+    attn_dp: int  # attention data-parallel groups per pipeline stage
     heads: int  # attention (query) heads per rank
     kv_heads: int  # KV heads per rank
     intermediate: int  # dense MLP width per rank
@@ -35,15 +39,12 @@ def _divisors(n: int) -> str:
 
 
 def shard(m: ModelSpec, s: Scenario) -> Shard:
-    """How the model splits over tp x pp GPUs (memoized on the model: pure in (tp, pp, ep))."""
-    key = ("shard", s.tp, s.pp, s.ep)
-    sh = m.memo.get(key)
-    if sh is None:
-        sh = m.memo[key] = _shard(m, s.tp, s.pp, s.ep)
-    return sh
+    """How the model splits over the GPUs of ``s`` (pure in the model and the degrees)."""
+    return _shard(m, s.tp, s.pp, s.ep, s.attn_dp)
 
 
-def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
+@lru_cache(maxsize=256)
+def _shard(m: ModelSpec, tp: int, pp: int, ep: int, attn_dp: int) -> Shard:
     if m.n_heads % tp:
         raise InputError(f"--tp {tp} does not divide the {m.n_heads} attention heads of "
                          f"{m.name}; use one of {_divisors(m.n_heads)}")
@@ -80,8 +81,8 @@ def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
         n = base + (1 if i >= pp - extra else 0)
         stages.append(range(start, start + n))
         start += n
-    return Shard(tp, pp, ep, m.n_heads // tp, kv, m.intermediate // tp, e_i, experts, shared_i,
-                 -(-m.vocab // tp), tuple(stages))
+    return Shard(tp, pp, ep, attn_dp, m.n_heads // tp, kv, m.intermediate // tp, e_i, experts,
+                 shared_i, -(-m.vocab // tp), tuple(stages))
 
 
 def _comm(name: str, collective: str, msg_bytes: float, ranks: int, count: int,

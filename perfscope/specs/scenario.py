@@ -40,6 +40,7 @@ class Scenario:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    attn_dp: int = 1  # attention data-parallel groups (MoE: experts over tp x attn_dp)
     attention: str = "flash"
     fused_norm: bool = True  # residual add fused into the following norm
     mla_absorb: bool | None = None  # None: absorb in decode only (serving engines do)

@@ -26,6 +26,7 @@ from perfscope.specs.scenario import Scenario
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "phase": str, "batch": int, "seq_len": int, "context_len": int, "weight_dtype": str,
     "act_dtype": str, "kv_dtype": str, "group_size": int, "tp": int, "pp": int, "ep": int,
+    "attn_dp": int,
     "attention": str, "fused_norm": bool, "mla_absorb": bool, "ceiling": str,
     "memory_reserve": (int, float),
 }
