@@ -13,7 +13,8 @@ from perfscope.errors import InputError
 from perfscope.roofline import RooflinePoint, Sums, place
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Precision, Scenario, resolve_precision
+from perfscope.specs.scenario import Precision, Scenario, field_error, resolve_precision
+from perfscope.units import fmt_bytes, fmt_time
 
 SCHEMA = "perfscope.analysis/1"
 
@@ -47,6 +48,19 @@ class Analysis(NamedTuple):
     totals: Totals
     memory: MemoryReport
 
+    def __repr__(self) -> str:
+        s, t, mem = self.scenario, self.totals, self.memory
+        lengths = f"prompt {s.seq_len}" if s.phase == "prefill" else \
+            f"context {s.context_len}" if s.phase == "decode" else \
+            f"chunk {s.seq_len} at {s.context_len}"
+        layout = "".join(f" {k} {v}" for k, v in (("tp", s.tp), ("pp", s.pp), ("ep", s.ep),
+                                                   ("attn_dp", s.attn_dp)) if v > 1)
+        fit = "fits" if mem.fits else "does NOT fit"
+        return (f"Analysis({self.model.name} on {self.hw.display_name}, {s.phase} batch "
+                f"{s.batch} {lengths}{layout}, {self.precision.weight}: "
+                f"{fmt_time(t.time_s)} {t.bound}-bound, {fit} "
+                f"({fmt_bytes(mem.total_bytes)} of {fmt_bytes(mem.usable_bytes)} per GPU))")
+
     def to_json(self) -> dict[str, Any]:
         return to_json(self)
 
@@ -59,17 +73,16 @@ class Analysis(NamedTuple):
 
 def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
     """Analyse one step of ``model`` on ``hw``. Pure: same inputs, same result."""
-    s = scenario.validate()
-    if s.phase == "prefill" and s.context_len:
-        raise InputError("--context-len applies to decode and chunked_prefill; prefill starts "
-                         "from an empty cache (use --phase chunked_prefill)")
+    s = scenario
     if s.mla_absorb is not None and model.mla is None:
-        raise InputError(f"--mla-absorb applies to MLA models (deepseek_v3), not {model.name}; "
-                         "drop it")
+        raise field_error("mla_absorb", s.mla_absorb, f"applies to MLA models (deepseek_v3), "
+                          f"not {model.name}; leave it None (auto)")
     if s.tokens_after > model.max_position:
-        raise InputError(f"--seq-len/--context-len: {s.tokens_after} tokens exceed the "
-                         f"{model.max_position}-token context of {model.name} "
-                         "(max_position_embeddings); shorten them")
+        what = f"seq_len {s.seq_len}" if s.phase == "prefill" else \
+            f"context_len {s.context_len} + {s.new_tokens} new"
+        raise InputError(f"{what}: {s.tokens_after} tokens exceed the {model.max_position}-"
+                         f"token context of {model.name} (max_position_embeddings); shorten "
+                         "them (--seq-len, --context-len)")
     prec = resolve_precision(s, hw.has_dtype)
     graph, ctx = build_graph(model, s, prec)
     points, sums = place(graph, hw, s.ceiling)

@@ -78,14 +78,20 @@ def quant_format(dtype: str, group_size: int | None = None) -> QuantFormat:
     return QuantFormat(dtype, group_size)
 
 
-def check_dtype(value: str, allowed: tuple[str, ...], flag: str) -> str:
-    v = value.lower().strip()
-    aliases = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
-               "e4m3": "fp8", "fp8_e4m3": "fp8", "float8": "fp8"}
-    v = aliases.get(v, v)
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+                 "e4m3": "fp8", "fp8_e4m3": "fp8", "float8": "fp8", "float8_e4m3fn": "fp8",
+                 "nvfp4": "fp4", "e2m1": "fp4"}
+
+
+def check_dtype(value: str, allowed: tuple[str, ...], field: str, flag: str | None = None) -> str:
+    """The canonical name of dtype ``value`` if ``allowed``, else an InputError naming
+    ``field`` (and the command-line ``flag`` that sets it)."""
+    v = value.lower().strip() if isinstance(value, str) else ""
+    v = DTYPE_ALIASES.get(v, v)
     if v not in allowed:
         what = "is not valid here" if v in DTYPE_BITS else "is not a dtype perfscope knows"
-        raise InputError(f"{flag} {value!r} {what}; use one of {', '.join(allowed)}")
+        where = f" ({flag})" if flag else ""
+        raise InputError(f"{field} {value!r} {what}; use one of {', '.join(allowed)}{where}")
     return v
 
 

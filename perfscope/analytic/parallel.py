@@ -12,9 +12,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from perfscope.analytic.ops import Op
-from perfscope.errors import InputError
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Scenario
+from perfscope.specs.scenario import Scenario, field_error
 
 
 class Shard(NamedTuple):
@@ -46,30 +45,31 @@ def shard(m: ModelSpec, s: Scenario) -> Shard:
 @lru_cache(maxsize=256)
 def _shard(m: ModelSpec, tp: int, pp: int, ep: int, attn_dp: int) -> Shard:
     if m.n_heads % tp:
-        raise InputError(f"--tp {tp} does not divide the {m.n_heads} attention heads of "
-                         f"{m.name}; use one of {_divisors(m.n_heads)}")
+        raise field_error("tp", tp, f"does not divide the {m.n_heads} attention heads of "
+                          f"{m.name}; use one of {_divisors(m.n_heads)}")
     if m.n_kv_heads % tp and tp % m.n_kv_heads:
-        raise InputError(f"--tp {tp} and the {m.n_kv_heads} KV heads of {m.name} do not "
-                         "divide one another; pick a TP degree that does")
+        raise field_error("tp", tp, f"and the {m.n_kv_heads} KV heads of {m.name} do not "
+                          "divide one another; pick a TP degree that does")
     if m.intermediate % tp:
-        raise InputError(f"--tp {tp} does not divide the MLP width {m.intermediate} of {m.name}")
+        raise field_error("tp", tp, f"does not divide the MLP width {m.intermediate} of "
+                          f"{m.name}")
     if pp > m.n_layers:
-        raise InputError(f"--pp {pp} exceeds the {m.n_layers} layers of {m.name}")
+        raise field_error("pp", pp, f"exceeds the {m.n_layers} layers of {m.name}")
     e_i = shared_i = experts = 0
     if m.moe is None:
         if ep != 1:
-            raise InputError(f"--ep {ep}: {m.name} has no experts; drop --ep")
+            raise field_error("ep", ep, f"{m.name} has no experts; leave ep at 1")
     else:
         if tp % ep:
-            raise InputError(f"--ep {ep} must divide --tp {tp}: experts are spread over the "
-                             "tensor-parallel ranks of a stage")
+            raise field_error("ep", ep, f"must divide tp {tp}: experts are spread over the "
+                              "tensor-parallel ranks of a stage")
         if m.moe.n_experts % ep:
-            raise InputError(f"--ep {ep} does not divide the {m.moe.n_experts} experts of "
-                             f"{m.name}")
+            raise field_error("ep", ep, f"does not divide the {m.moe.n_experts} experts of "
+                              f"{m.name}")
         split = tp // ep
         if m.moe.expert_intermediate % split:
-            raise InputError(f"--tp {tp} / --ep {ep} = {split} does not divide the expert "
-                             f"width {m.moe.expert_intermediate}; raise --ep")
+            raise field_error("ep", ep, f"tp {tp} / ep {ep} = {split} does not divide the "
+                              f"expert width {m.moe.expert_intermediate}; raise ep")
         e_i = m.moe.expert_intermediate // split
         experts = m.moe.n_experts // ep
         shared_i = m.moe.shared_intermediate // tp if m.moe.shared_intermediate else 0

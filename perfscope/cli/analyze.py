@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
+from perfscope.specs.scenario import DEFAULT_SEQ_LEN, Scenario
+
+DEFAULT = Scenario()  # the library's defaults are the CLI's
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="Built-in model name or config.json path.")]
@@ -24,16 +27,20 @@ def analyze_cmd(
                            "flags below; flags given on the command line override it.")] = None,
     model: ModelOpt = "llama-3.1-8b",
     hw: HwOpt = "h100-sxm",
-    phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill")] = "prefill",
-    batch: Annotated[int, typer.Option(help="Sequences in the batch.")] = 1,
+    phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill")] = DEFAULT.phase,
+    batch: Annotated[int, typer.Option(help="Sequences in the batch.")] = DEFAULT.batch,
     seq_len: Annotated[int, typer.Option(help="Prompt tokens (prefill) or new tokens of a "
                                               "chunk; in decode the cached length when "
-                                              "--context-len is not given.")] = 2048,
+                                              "--context-len is not given.")] = DEFAULT_SEQ_LEN,
     context_len: Annotated[int | None, typer.Option(help="Tokens already cached (decode, "
                                                          "chunked_prefill).")] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides --tp).")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel degree (divides --tp x "
+                                         "--attn-dp).")] = 1,
+    attn_dp: Annotated[int, typer.Option(help="Attention data-parallel groups: tp x attn-dp "
+                                              "GPUs per stage, MoE experts spread over all of "
+                                              "them.")] = 1,
     weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4")] = None,
     act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
@@ -45,7 +52,8 @@ def analyze_cmd(
     mla_absorb: Annotated[str, typer.Option(help="MLA weight absorption: auto (decode only) "
                                                  "| on | off")] = "auto",
     ceiling: Annotated[str, typer.Option(help="spec | empirical")] = "spec",
-    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
+    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = \
+        DEFAULT.memory_reserve,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the ops on the device's "
@@ -56,15 +64,13 @@ def analyze_cmd(
     from perfscope.errors import InputError
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
-    from perfscope.specs.scenario import Scenario
-
     check_format(fmt)
     absorbs: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
     if mla_absorb not in absorbs:
         raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
     flags = dict(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
                  weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
-                 group_size=group_size, tp=tp, pp=pp, ep=ep, attention=attention,
+                 group_size=group_size, tp=tp, pp=pp, ep=ep, attn_dp=attn_dp, attention=attention,
                  fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb], ceiling=ceiling,
                  memory_reserve=reserve)
     if scenario_file is not None:
@@ -78,10 +84,7 @@ def analyze_cmd(
         hw = hw if "hw" in given else sf.hw
     else:
         values = flags
-    if values.get("context_len") is None:  # decode: --seq-len is the cached length
-        values["context_len"] = values.get("seq_len", 2048) if values.get("phase") == "decode" \
-            else 0
-    scenario = Scenario(**values).validate()
+    scenario = Scenario(**values)
     result = analyze(load_model(model), load_hw(hw), scenario)
     if plot is not None:
         from perfscope.report.figures import (
