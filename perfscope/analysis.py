@@ -156,7 +156,9 @@ def to_json(a: Analysis) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "model": {"name": m.name, "params": m.params, "active_params": m.active_params,
-                  "model_type": m.model_type, "layers": m.n_layers},
+                  "model_type": m.model_type, "layers": m.n_layers,
+                  # a multimodal wrapper: its language model (text_config) is what is analysed
+                  "language_model_of": m.text_of},
         "hardware": {"name": hw.name, "display_name": hw.display_name,
                      "memory_bytes": hw.memory_bytes,
                      "memory_bandwidth_bytes_s": hw.memory_bandwidth(s.ceiling)[0],
