@@ -13,7 +13,8 @@ from perfscope.errors import InputError
 from perfscope.roofline import RooflinePoint, Sums, place
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Precision, Scenario, field_error, resolve_precision
+from perfscope.specs.precision import Precision, resolve_precision
+from perfscope.specs.scenario import Scenario, field_error
 from perfscope.units import fmt_bytes, fmt_time
 
 SCHEMA = "perfscope.analysis/1"
@@ -83,7 +84,7 @@ def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
         raise InputError(f"{what}: {s.tokens_after} tokens exceed the {model.max_position}-"
                          f"token context of {model.name} (max_position_embeddings); shorten "
                          "them (--seq-len, --context-len)")
-    prec = resolve_precision(s, hw.has_dtype)
+    prec = resolve_precision(s, hw, model)
     graph, ctx = build_graph(model, s, prec)
     points, sums = place(graph, hw, s.ceiling)
     mem = memory(ctx, sums.act_peak_bytes, hw.memory_bytes, s.memory_reserve)
@@ -167,10 +168,14 @@ def to_json(a: Analysis) -> dict[str, Any]:
         "scenario": {"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
                      "context_len": s.cached_before if s.phase != "prefill" else 0,
                      "tp": s.tp, "pp": s.pp, "ep": s.ep,
+                     "attn_dp": s.attn_dp,
                      "weight_dtype": str(a.precision.weight), "act_dtype": a.precision.act,
-                     "kv_dtype": a.precision.kv, "attention": s.attention,
+                     "kv_dtype": a.precision.kv, "scheme": a.precision.scheme,
+                     "weight_source": a.precision.weight_source, "attention": s.attention,
                      "fused_norm": s.fused_norm, "ceiling": s.ceiling,
                      "kv_tokens_per_seq": s.tokens_after},
+        # what runs (W8A8 fp8, W8A16 fp8 weight-only, ...) and where each dtype came from
+        "precision": a.precision.to_json(),
         "totals": {"flops": t.flops, "bytes": t.bytes, "time_s": t.time_s, "bound": t.bound,
                    "flops_by_kind": dict(t.flops_by_kind), "bytes_by_kind": dict(t.bytes_by_kind),
                    "time_by_kind": dict(t.time_by_kind), "mfu": t.mfu, "mbu": t.mbu,

@@ -109,12 +109,16 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
              "kv_heads": kv_heads, "head_dim_qk": dqk, "head_dim_v": dv, "causal": 1,
              "window": window or 0}
     impl = {"attention": c.scenario.attention, "softcap": c.model.logit_softcap,
-            "latent": c.model.mla is not None and kv_heads == 1 and dqk != dv}
+            "latent": c.model.mla is not None and kv_heads == 1 and dqk != dv,
+            "kv_dtype": c.precision.kv}
+    # an 8-bit cache without 8-bit attention math: each element read is scaled and converted
+    # to 16 bits (2 FLOPs) on the vector unit
+    deq = 2.0 * kv_read / c.kv_bytes if c.precision.kv_dequant else 0.0
     if c.scenario.attention == "flash":
         flops = 2.0 * batch * heads * keys * (dqk + dv)  # QK^T and PV over unmasked keys only
         return [make_op("attn.core" + tag, "attention", at.layer, at.count, flops, 0.0,
                         q_bytes + kv_act, out_bytes, kv_read, kv_new, c.store_dtype, "tensor",
-                        shape, 0.0, impl)]
+                        shape, deq, impl)]
     # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
     K = kv_len if cached else cached + new
     scores = batch * heads * new * K
@@ -123,7 +127,8 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
         Op("attn.score" + tag, "attention", at.layer, at.count, 2.0 * scores * dqk,
            act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * ab,
            kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store_dtype,
-           unit="tensor", shape=shape, impl={**impl, "part": "scores"}),
+           unit="tensor", shape=shape, dequant_flops=deq * dqk / (dqk + dv),
+           impl={**impl, "part": "scores"}),
         Op("attn.softmax" + tag, "softmax", at.layer, at.count, scores * (SOFTMAX_FLOPS + 1),
            act_in_bytes=scores * ab, act_out_bytes=scores * ab, dtype=c.store_dtype,
            unit="vector", shape={"tokens": batch * heads * new, "width": K},
@@ -131,7 +136,7 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
         Op("attn.value" + tag, "attention", at.layer, at.count, 2.0 * scores * dv,
            act_in_bytes=scores * ab + kv_act - half_kv_act, act_out_bytes=out_bytes,
            kv_read_bytes=kv_read - half_kv_read, dtype=c.store_dtype, unit="tensor",
-           shape=shape, impl={**impl, "part": "values"}),
+           shape=shape, dequant_flops=deq * dv / (dqk + dv), impl={**impl, "part": "values"}),
     ]
 
 
@@ -188,4 +193,5 @@ def _from_act(op: Op, act_bytes: float, cache_bytes: float) -> Op:
     if op.kind != "attention" or not op.kv_read_bytes:
         return op
     frac = op.kv_read_bytes / cache_bytes if cache_bytes else 0.0
-    return op._replace(kv_read_bytes=0.0, act_in_bytes=op.act_in_bytes + act_bytes * frac)
+    return op._replace(kv_read_bytes=0.0, dequant_flops=0.0,
+                       act_in_bytes=op.act_in_bytes + act_bytes * frac)

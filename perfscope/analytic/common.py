@@ -14,9 +14,17 @@ from typing import NamedTuple
 from perfscope.analytic.ops import Op, make_op
 from perfscope.analytic.parallel import Shard
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.model.counting import HEAD, LINEAR, Weight, layer_weights, model_weights
-from perfscope.specs.scenario import Precision, Scenario
-from perfscope.units import DTYPE_BITS, QuantFormat, quant_format
+from perfscope.specs.model.counting import (
+    HEAD,
+    LINEAR,
+    Weight,
+    full_split,
+    layer_weights,
+    model_weights,
+)
+from perfscope.specs.precision import Precision
+from perfscope.specs.scenario import Scenario, field_error
+from perfscope.units import DTYPE_BITS, QuantFormat, gemm_input_bits, quant_format
 
 # FLOPs per element of each activation (exp/tanh/erf counted as one op, as most analysers do):
 # silu x*sigmoid(x) = neg, exp, add, div -> 4; relu 1; gelu(erf) x*0.5*(1+erf(x/sqrt2)) -> 5;
@@ -81,7 +89,7 @@ def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
                                           p.weight.quantized and p.weight.dtype != p.compute)
     return Ctx(m, s, p, sh, batch=group_batch, new_tokens=new, cached=s.cached_before,
                tokens=group_batch * new, moe_tokens=s.batch * new,
-               act_bytes=DTYPE_BITS[store] / 8, gemm_in_bytes=DTYPE_BITS[p.act] / 8,
+               act_bytes=DTYPE_BITS[store] / 8, gemm_in_bytes=gemm_input_bits(p.act) / 8,
                kv_bytes=DTYPE_BITS[p.kv] / 8, store_dtype=store,
                head_bytes=DTYPE_BITS[head_dtype] / 8,
                weights=weights, layer_weight_bytes=layer_bytes)
@@ -99,6 +107,8 @@ def priced_weights(m: ModelSpec, sh: Shard, fmt: QuantFormat, head_dtype: str,
     out: dict[str, Priced] = {}
     every = layer_weights(m, False, sh) + (layer_weights(m, True, sh) if m.moe else ()) + \
         model_weights(m, sh)
+    if fmt.group_size or fmt.block:
+        check_layout(m, sh, fmt, every)
     for w in every:
         bias = w.rows * hb if w.bias else 0.0
         if not w.cols:  # a vector
@@ -111,6 +121,40 @@ def priced_weights(m: ModelSpec, sh: Shard, fmt: QuantFormat, head_dtype: str,
     per_layer = tuple(sum(w.copies * out[w.name].bytes for w in layer_weights(m, moe, sh))
                       if moe is False or m.moe else 0.0 for moe in (False, True))
     return out, (per_layer[0], per_layer[1])
+
+
+def check_layout(m: ModelSpec, sh: Shard, fmt: QuantFormat, weights: tuple[Weight, ...]) -> None:
+    """Refuse scale groups wider than a GEMM's input, and a split that cuts through scale
+    groups or blocks: vLLM refuses both ("The input size is not aligned with the quantized
+    weight shape", "... is not divisible by weight quantization block_n")."""
+    full = {w.name: w for w in layer_weights(m, False, full_split(m)) +
+            (layer_weights(m, True, full_split(m)) if m.moe else ())}
+    where = f"{m.name} at tp {sh.tp}" + (f" ep {sh.ep}" if sh.ep > 1 else "")
+    for w in weights:
+        if w.kind != LINEAR or not w.cols:
+            continue
+        if fmt.group_size:
+            g = fmt.group_size
+            if g > w.cols:
+                raise field_error("group_size", g, f"wider than the {w.cols}-element input "
+                                  f"of {w.name} ({m.name}); use a group that divides every "
+                                  "GEMM input")
+            if w.cols % g:
+                split = full[w.name].cols != w.cols
+                raise field_error("group_size", g, f"does not divide the {w.cols}-element "
+                                  f"input of {w.name} per GPU ({where})" +
+                                  ("; engines refuse that split: use a smaller tp or group"
+                                   if split else "; use a group that divides it"))
+        if fmt.block:
+            br, bc = fmt.block
+            f = full[w.name]
+            for per_rank, whole, b, dim in ((w.rows, f.rows, br, "output"),
+                                            (w.cols, f.cols, bc, "input")):
+                if per_rank != whole and per_rank % b:
+                    raise field_error("tp", sh.tp, f"cuts the {whole}-wide {dim} of {w.name} "
+                                      f"into {per_rank}-wide shards, not a multiple of its "
+                                      f"{b}-wide {fmt.dtype} scale blocks ({where}); engines "
+                                      "refuse this: use a smaller tp, or ep for the experts")
 
 
 # ---- GEMMs -----------------------------------------------------------------------------------

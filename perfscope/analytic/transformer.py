@@ -21,7 +21,8 @@ from perfscope.analytic.moe import mlp_ops, moe_ops
 from perfscope.analytic.ops import Op, OpGraph, make_op
 from perfscope.analytic.parallel import all_gather, all_reduce, p2p, shard
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Precision, Scenario
+from perfscope.specs.precision import Precision
+from perfscope.specs.scenario import Scenario
 
 
 def _layer_ops(c: Ctx) -> tuple[list[Op], list[tuple[int, ...]]]:

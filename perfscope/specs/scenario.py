@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perfscope.errors import InputError
-from perfscope.units import (
-    ACT_DTYPES,
-    DEFAULT_INT4_GROUP,
-    KV_DTYPES,
-    WEIGHT_DTYPES,
-    QuantFormat,
-    check_dtype,
-    quant_format,
-)
+from perfscope.units import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES, check_dtype
 
 PHASES = ("prefill", "decode", "chunked_prefill")
 ATTN_IMPLS = ("flash", "unfused")
@@ -142,55 +134,3 @@ class Scenario:
     def validate(self) -> Scenario:
         """Kept for callers of the earlier API: a Scenario is validated when it is built."""
         return self
-
-
-@dataclass(frozen=True, slots=True)
-class Precision:
-    """Dtypes of a scenario resolved against a device."""
-
-    weight: QuantFormat
-    act: str  # activation storage and GEMM compute dtype
-    kv: str
-    compute: str  # tensor-core dtype of the GEMMs
-
-
-def resolve_precision(s: Scenario, has_dtype) -> Precision:
-    """``has_dtype(d)`` says whether the device runs ``d`` at speed."""
-    # bf16 where the device has it, else fp16 (V100), else fp32 (a CPU measured by perfscope)
-    default = next((d for d in ("bf16", "fp16") if has_dtype(d)), "fp32")
-    w = s.weight_dtype or default
-    if s.act_dtype:
-        a = s.act_dtype
-    elif w == "fp8":
-        a = "fp8"  # fp8 checkpoints are served W8A8 (dynamic per-token activation scales)
-    elif w == "fp32":
-        a = "fp32"
-    elif w in ("int8", "int4"):
-        a = default  # weight-only by default; --act-dtype int8 gives W8A8
-    else:
-        a = w
-    kv = s.kv_dtype if s.kv_dtype else \
-        ("fp32" if a in ("fp32", "tf32") else (a if a in ("bf16", "fp16") else default))
-    if w == "int4" and a in ("fp8", "int8"):
-        raise field_error("act_dtype", a, "weight_dtype int4 runs weight-only with bf16/fp16 "
-                          "activations; drop act_dtype or use weight_dtype int8")
-    if a in ("fp8", "int8") and w != a:
-        raise field_error("act_dtype", a, f"needs weight_dtype {a} (W{a[-1]}A{a[-1]}), not {w}")
-    group = s.group_size
-    if w == "int4" and group is None:
-        group = DEFAULT_INT4_GROUP
-    if w not in ("int4", "int8") and s.group_size is not None:
-        raise field_error("group_size", s.group_size, f"applies to int4/int8 weights, not {w}")
-    for d, name in ((w, "weight_dtype"), (a, "act_dtype"), (kv, "kv_dtype")):
-        if d in ("fp8", "bf16", "fp16", "int8", "tf32") and not has_dtype(d) and \
-                not (d == "int8" and name != "act_dtype"):
-            raise_unsupported(d, name)
-    return Precision(quant_format(w, group), a, kv, a)
-
-
-def raise_unsupported(d: str, field: str) -> None:
-    from perfscope.errors import UnsupportedDtypeError
-
-    alt = {"fp8": "int8 or bf16", "bf16": "fp16", "tf32": "fp32", "int8": "fp16"}.get(d, "bf16")
-    raise UnsupportedDtypeError(f"{field} {d}: this device has no {d} support at speed; "
-                                f"use {alt} ({FLAGS[field]})")

@@ -11,10 +11,12 @@ ModelSpec says so (``text_of``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from perfscope.errors import SpecError
 from perfscope.specs.model.activations import ACT_FLOPS
+from perfscope.specs.model.checkpoint import checkpoint_quant
 from perfscope.specs.model.hf_defaults import ALIASES, DEFAULTS, STRUCTURAL
 from perfscope.specs.model.types import MLASpec, ModelSpec, MoESpec
 
@@ -304,10 +306,9 @@ def model_from_config(config: Mapping[str, Any], name: str, file: str = "<config
         raise SpecError(file, field, f"unsupported model_type {mt!r}",
                         f"supported: {', '.join(sorted(ADAPTERS))}")
     spec = adapter(c, name)
-    if wrapper is not None:
-        from dataclasses import replace
-
-        spec = replace(spec, text_of=wrapper)
+    quant = checkpoint_quant(config.get("quantization_config"), file)
+    if wrapper is not None or quant is not None:
+        spec = replace(spec, text_of=wrapper, quant=quant)
     return _check(spec, file)
 
 

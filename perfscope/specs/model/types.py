@@ -50,6 +50,7 @@ class CheckpointQuant:
     group_size: int | None = None
     block: tuple[int, int] | None = None
     zero_point: bool = False  # asymmetric int4 (AWQ, GPTQ): a 4-bit zero per group
+    per_channel: bool = False  # one scale per output channel (else per tensor, for fp8)
     kv: str | None = None  # the KV-cache dtype the checkpoint was calibrated for
     summary: str = ""  # "fp8 e4m3, 128x128 blocks, dynamic activations"
 
