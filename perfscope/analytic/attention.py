@@ -37,6 +37,13 @@ def cached_tokens(tokens: int, window: int | None) -> int:
     return tokens if window is None else min(tokens, window)
 
 
+def kv_tokens_read(new: int, cached: int, window: int | None) -> int:
+    """Distinct cached tokens (new ones included) the ``new`` queries attend to: with a window
+    W, query j sees tokens j-W+1..j, so the chunk needs the last W-1 cached tokens before it
+    plus its own: min(cached + new, W - 1 + new) (decode: min(cached + 1, W))."""
+    return cached + new if window is None else min(cached + new, window - 1 + new)
+
+
 def attention_pre(c: Ctx, at: Site) -> list[Op]:
     """Projections before the attention core (the same for every window)."""
     m, sh = c.model, c.shard
@@ -97,7 +104,7 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
     batch, new, cached, tokens = c.batch, c.new_tokens, c.cached, c.tokens
     ab = c.act_bytes
     keys = attended_keys(new, cached, window)
-    kv_len = cached_tokens(cached + new, window)
+    kv_len = kv_tokens_read(new, cached, window)
     kv_new = tokens * kv_elems * c.kv_bytes
     q_bytes = tokens * heads * dqk * ab
     out_bytes = tokens * heads * dv * ab
@@ -122,8 +129,20 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
     # unfused: the full T x K score matrix is computed, stored, softmaxed and read back
     K = kv_len if cached else cached + new
     scores = batch * heads * new * K
+    ops = []
+    if kv_heads < heads and c.model.mla is None:
+        # eager GQA/MQA (transformers' repeat_kv): K and V are first copied out to every query
+        # head; the attention GEMMs then read the expanded copies
+        rep = make_op("attn.repeat_kv" + tag, "elementwise", at.layer, at.count, 0.0, 0.0,
+                      kv_act, batch * K * heads * (dqk + dv) * ab, kv_read, 0.0,
+                      c.store_dtype, "vector",
+                      {"tokens": batch * K, "width": kv_heads * (dqk + dv)}, deq,
+                      {"op": "repeat_kv", "n_rep": heads // kv_heads})
+        ops.append(rep)
+        kv_read = deq = 0.0
+        kv_act = batch * K * heads * (dqk + dv) * ab
     half_kv_read, half_kv_act = kv_read * dqk / (dqk + dv), kv_act * dqk / (dqk + dv)
-    return [
+    return ops + [
         Op("attn.score" + tag, "attention", at.layer, at.count, 2.0 * scores * dqk,
            act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * ab,
            kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store_dtype,
@@ -166,8 +185,19 @@ def _mla_pre(c: Ctx, at: Site) -> list[Op]:
         ops.append(gemm_part(c, "attn.q_absorb", "attn.kv_b_proj", tokens, a.kv_lora_rank,
                              a.qk_nope_head_dim, heads, at))
     else:
-        # up-project every attended token's latent (the cached context too in chunked prefill)
-        ops.append(linear(c, "attn.kv_b_proj", c.batch * (c.cached + c.new_tokens), at))
+        # up-project every attended token's latent (the cached context too in chunked
+        # prefill): the new tokens' latent leaves kv_a_norm at 16 bits, the context comes out
+        # of the cache at its dtype; an fp8 GEMM (W8A8) or an 8-bit cache needs one pass
+        # that quantizes (or casts) them to the GEMM's input first
+        rows = c.batch * (c.cached + c.new_tokens)
+        stored = (c.tokens * c.act_bytes + c.batch * c.cached * c.kv_bytes) * a.kv_lora_rank
+        w8a8 = c.gemm_in_bytes < c.act_bytes
+        if w8a8 or (c.cached and c.kv_bytes != c.act_bytes):
+            ops.append(elementwise(c, "attn.kv_b_input", rows, a.kv_lora_rank, at,
+                                   flops_per=0 if w8a8 else 1, n_in=0, extra_read=stored,
+                                   feeds_gemm=True,
+                                   impl={"op": "quant_per_token" if w8a8 else "cast"}))
+        ops.append(linear(c, "attn.kv_b_proj", rows, at))
     return ops
 
 
