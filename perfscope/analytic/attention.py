@@ -142,7 +142,8 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
         kv_read = deq = 0.0
         kv_act = batch * K * heads * (dqk + dv) * ab
     half_kv_read, half_kv_act = kv_read * dqk / (dqk + dv), kv_act * dqk / (dqk + dv)
-    return ops + [
+    return [
+        *ops,
         Op("attn.score" + tag, "attention", at.layer, at.count, 2.0 * scores * dqk,
            act_in_bytes=q_bytes + half_kv_act, act_out_bytes=scores * ab,
            kv_read_bytes=half_kv_read, kv_write_bytes=kv_new, dtype=c.store_dtype,
