@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from perfscope.analytic.common import Ctx
+from perfscope.analytic.expert_load import busiest_rank
 from perfscope.analytic.memory import MemoryReport, memory
 from perfscope.analytic.ops import OpGraph
 from perfscope.analytic.transformer import build_graph
@@ -104,7 +105,7 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sum
     return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
                   mfu=flops / (time * peak) if time else 0.0,
                   mbu=nbytes / (time * bw) if time else 0.0,
-                  tokens_per_s=c.tokens / time if time else 0.0)
+                  tokens_per_s=c.all_tokens / time if time else 0.0)
 
 
 def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:
@@ -152,6 +153,19 @@ def _op_row(p: RooflinePoint) -> dict[str, Any]:
     }
 
 
+def _expert_load(a: Analysis) -> dict[str, Any] | None:
+    """Per EP rank, the mean and the busiest rank's experts touched and assignments."""
+    e, s = a.model.moe, a.scenario
+    if e is None:
+        return None
+    load = busiest_rank(e.n_experts, e.top_k, s.ep, s.batch * s.new_tokens)
+    return {"ranks": s.ep, "experts_per_rank": e.n_experts // s.ep,
+            "experts_touched_mean": load.experts_mean,
+            "experts_touched_busiest": load.experts_max,
+            "assignments_mean": load.assignments_mean,
+            "assignments_busiest": load.assignments_max}
+
+
 def to_json(a: Analysis) -> dict[str, Any]:
     s, m, hw, t, mem = a.scenario, a.model, a.hw, a.totals, a.memory
     return {
@@ -168,7 +182,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
         "scenario": {"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
                      "context_len": s.cached_before if s.phase != "prefill" else 0,
                      "tp": s.tp, "pp": s.pp, "ep": s.ep,
-                     "attn_dp": s.attn_dp,
+                     "attn_dp": s.attn_dp, "moe_comm": s.moe_comm,
                      "weight_dtype": str(a.precision.weight), "act_dtype": a.precision.act,
                      "kv_dtype": a.precision.kv, "scheme": a.precision.scheme,
                      "weight_source": a.precision.weight_source, "attention": s.attention,
@@ -176,6 +190,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
                      "kv_tokens_per_seq": s.tokens_after},
         # what runs (W8A8 fp8, W8A16 fp8 weight-only, ...) and where each dtype came from
         "precision": a.precision.to_json(),
+        "expert_parallel": _expert_load(a),
         "totals": {"flops": t.flops, "bytes": t.bytes, "time_s": t.time_s, "bound": t.bound,
                    "flops_by_kind": dict(t.flops_by_kind), "bytes_by_kind": dict(t.bytes_by_kind),
                    "time_by_kind": dict(t.time_by_kind), "mfu": t.mfu, "mbu": t.mbu,

@@ -26,11 +26,6 @@ from perfscope.specs.precision import Precision
 from perfscope.specs.scenario import Scenario, field_error
 from perfscope.units import DTYPE_BITS, QuantFormat, gemm_input_bits, quant_format
 
-# FLOPs per element of each activation (exp/tanh/erf counted as one op, as most analysers do):
-# silu x*sigmoid(x) = neg, exp, add, div -> 4; relu 1; gelu(erf) x*0.5*(1+erf(x/sqrt2)) -> 5;
-# tanh-gelu 0.5x(1+tanh(c(x+0.044715x^3))) -> 8. A gated MLP adds 1 multiply by the up branch.
-ACT_FLOPS = {"silu": 4, "swish": 4, "relu": 1, "gelu": 5, "gelu_new": 8, "gelu_fast": 8,
-             "gelu_pytorch_tanh": 8, "gelu_tanh": 8, "quick_gelu": 4}
 RMSNORM_FLOPS = 4  # x^2, sum, x * rsqrt(mean), * weight
 LAYERNORM_FLOPS = 7  # mean, subtract, square, sum, * rstd, * weight, + bias
 # W8A8 dynamic per-token activation quantization: |x|, running max, x * (1/scale) -> 3
@@ -65,7 +60,7 @@ class Ctx(NamedTuple):
     new_tokens: int  # tokens per sequence processed in the step
     cached: int  # tokens cached per sequence before the step
     tokens: int  # batch * new_tokens: rows of the attention and dense GEMMs on this GPU
-    moe_tokens: int  # tokens the MoE layers route in the step (all attention-DP groups)
+    all_tokens: int  # the step's tokens over all attention-DP groups (what MoE layers route)
     act_bytes: float  # a stored activation element (bf16/fp16: 2, fp32: 4)
     gemm_in_bytes: float  # a GEMM input activation element (1 for W8A8 / fp8)
     kv_bytes: float  # a cached K/V element
@@ -88,7 +83,7 @@ def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
     weights, layer_bytes = priced_weights(m, sh, p.weight, head_dtype,
                                           p.weight.quantized and p.weight.dtype != p.compute)
     return Ctx(m, s, p, sh, batch=group_batch, new_tokens=new, cached=s.cached_before,
-               tokens=group_batch * new, moe_tokens=s.batch * new,
+               tokens=group_batch * new, all_tokens=s.batch * new,
                act_bytes=DTYPE_BITS[store] / 8, gemm_in_bytes=gemm_input_bits(p.act) / 8,
                kv_bytes=DTYPE_BITS[p.kv] / 8, store_dtype=store,
                head_bytes=DTYPE_BITS[head_dtype] / 8,

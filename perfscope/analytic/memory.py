@@ -75,5 +75,7 @@ def memory(c: Ctx, largest_op_io: float, capacity: float, reserve: float) -> Mem
     act = largest_op_io + c.tokens * m.hidden * c.act_bytes
     usable = capacity * (1 - reserve)
     per_seq = (kv + act) / c.batch
-    max_batch = max(0, math.floor((usable - weights) / per_seq)) if per_seq > 0 else 0
+    # per attention-DP group; the step's batch spreads over attn_dp groups
+    max_batch = max(0, math.floor((usable - weights) / per_seq)) * c.shard.attn_dp \
+        if per_seq > 0 else 0
     return MemoryReport(weights, kv, act, capacity, reserve, max_batch)

@@ -1,9 +1,25 @@
-"""How TP / PP / EP split a model over GPUs, and the communication ops that follow.
+"""How TP / PP / EP / attention-DP split a model over GPUs, and the communication ops.
 
 TP shards attention heads and MLP columns Megatron-style; when TP exceeds the KV heads, each
 rank keeps one KV head (replicated, as vLLM does). MLA's latent cache is shared by all heads,
-so every TP rank holds all of it. EP spreads experts over the TP ranks of a stage (ep divides
-tp); each expert is then split over tp/ep ranks. PP cuts the layers into contiguous stages.
+so every TP rank holds all of it. PP cuts the layers into contiguous stages.
+
+Attention data parallelism (``attn_dp``, as vLLM ``--data-parallel-size`` with
+``--enable-expert-parallel``, SGLang ``--enable-dp-attention``, TensorRT-LLM
+``enable_attention_dp`` serve DeepSeek-V3 and Qwen3-MoE): a pipeline stage has
+G = tp x attn_dp GPUs. Attention, dense feed-forward layers and shared experts are replicated
+over the attn_dp groups, each running TP = tp on its own ceil(batch / attn_dp) sequences
+(vLLM docs, "Data Parallel Deployment": data parallel for the attention layers, expert or
+tensor parallel for the expert layers; the non-expert layers of a DP rank run inside its own
+TP group). Routed experts spread over all G GPUs: EP = ep groups of E / ep experts, each
+expert split over G / ep GPUs (MoE-TP); ep must divide G. With attn_dp = 1 that is the
+classic layout: experts over the TP ranks (ep divides tp), every rank sees every token, and
+the TP all-reduce after the MoE layer sums the experts' outputs.
+
+Every comm op says which group it runs in and how far apart its ranks are (GPUs numbered
+stage by stage, a stage's attention-DP groups side by side, TP ranks consecutive):
+``tp`` (size tp, stride 1), ``ep`` (the whole stage: size tp x attn_dp, stride 1),
+``pp`` (stage to stage: stride tp x attn_dp).
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ class Shard(NamedTuple):
     pp: int
     ep: int
     attn_dp: int  # attention data-parallel groups per pipeline stage
+    moe_tp: int  # GPUs one routed expert is split over: tp x attn_dp / ep
     heads: int  # attention (query) heads per rank
     kv_heads: int  # KV heads per rank
     intermediate: int  # dense MLP width per rank
@@ -56,20 +73,23 @@ def _shard(m: ModelSpec, tp: int, pp: int, ep: int, attn_dp: int) -> Shard:
     if pp > m.n_layers:
         raise field_error("pp", pp, f"exceeds the {m.n_layers} layers of {m.name}")
     e_i = shared_i = experts = 0
+    stage = tp * attn_dp  # GPUs of a pipeline stage
+    split = 1
     if m.moe is None:
         if ep != 1:
             raise field_error("ep", ep, f"{m.name} has no experts; leave ep at 1")
     else:
-        if tp % ep:
-            raise field_error("ep", ep, f"must divide tp {tp}: experts are spread over the "
-                              "tensor-parallel ranks of a stage")
+        if stage % ep:
+            what = f"tp {tp}" if attn_dp == 1 else f"tp x attn_dp = {stage}"
+            raise field_error("ep", ep, f"must divide {what}: experts are spread over the "
+                              f"{stage} GPUs of a stage")
         if m.moe.n_experts % ep:
             raise field_error("ep", ep, f"does not divide the {m.moe.n_experts} experts of "
                               f"{m.name}")
-        split = tp // ep
+        split = stage // ep
         if m.moe.expert_intermediate % split:
-            raise field_error("ep", ep, f"tp {tp} / ep {ep} = {split} does not divide the "
-                              f"expert width {m.moe.expert_intermediate}; raise ep")
+            raise field_error("ep", ep, f"{stage} GPUs / ep {ep} = {split} does not divide "
+                              f"the expert width {m.moe.expert_intermediate}; raise ep")
         e_i = m.moe.expert_intermediate // split
         experts = m.moe.n_experts // ep
         shared_i = m.moe.shared_intermediate // tp if m.moe.shared_intermediate else 0
@@ -81,29 +101,46 @@ def _shard(m: ModelSpec, tp: int, pp: int, ep: int, attn_dp: int) -> Shard:
         n = base + (1 if i >= pp - extra else 0)
         stages.append(range(start, start + n))
         start += n
-    return Shard(tp, pp, ep, attn_dp, m.n_heads // tp, kv, m.intermediate // tp, e_i, experts,
-                 shared_i, -(-m.vocab // tp), tuple(stages))
+    return Shard(tp, pp, ep, attn_dp, split, m.n_heads // tp, kv, m.intermediate // tp, e_i,
+                 experts, shared_i, -(-m.vocab // tp), tuple(stages))
 
 
 def _comm(name: str, collective: str, msg_bytes: float, ranks: int, count: int,
-          layer: int | None) -> Op:
+          layer: int | None, group: str, stride: int) -> Op:
     return tuple.__new__(Op, (name, "comm", layer, count, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, "",
                               "link", {"bytes": int(msg_bytes), "ranks": ranks}, 0.0,
-                              collective, msg_bytes, ranks, {"collective": collective}))
+                              collective, msg_bytes, ranks,
+                              {"collective": collective, "group": group, "stride": stride}))
 
 
-def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
+def all_reduce(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "tp", stride: int = 1) -> Op:
     """Ring all-reduce of ``msg_bytes`` per rank: each rank sends and receives 2(p-1)/p of it."""
-    return _comm(name, "all_reduce", msg_bytes, ranks, count, layer)
+    return _comm(name, "all_reduce", msg_bytes, ranks, count, layer, group, stride)
 
 
-def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None) -> Op:
+def all_gather(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "tp", stride: int = 1) -> Op:
     """Ring all-gather; ``msg_bytes`` is the gathered size: (p-1)/p of it crosses each link."""
-    return _comm(name, "all_gather", msg_bytes, ranks, count, layer)
+    return _comm(name, "all_gather", msg_bytes, ranks, count, layer, group, stride)
 
 
-def p2p(name: str, msg_bytes: float, count: int) -> Op:
-    return _comm(name, "p2p", msg_bytes, 2, count, None)
+def reduce_scatter(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+                   group: str = "tp", stride: int = 1) -> Op:
+    """Ring reduce-scatter; ``msg_bytes`` is each rank's input (the nccl-tests size): (p-1)/p
+    of it crosses each link."""
+    return _comm(name, "reduce_scatter", msg_bytes, ranks, count, layer, group, stride)
+
+
+def all_to_all(name: str, msg_bytes: float, ranks: int, count: int, layer: int | None, *,
+               group: str = "ep", stride: int = 1) -> Op:
+    """All-to-all; ``msg_bytes`` is what one rank sends to all the others (itself included,
+    the nccl-tests size): (p-1)/p of it crosses the links."""
+    return _comm(name, "all_to_all", msg_bytes, ranks, count, layer, group, stride)
+
+
+def p2p(name: str, msg_bytes: float, count: int, *, group: str = "pp", stride: int = 1) -> Op:
+    return _comm(name, "p2p", msg_bytes, 2, count, None, group, stride)
 
 
 def link_bytes(op: Op) -> float:

@@ -115,7 +115,8 @@ def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     sets: list[tuple[int, ...] | None] = [None] * len(head)
     sets += layer_sets
     sets += [None] * len(tail)
-    if s.pp > 1:
-        ops_all.append(p2p("pp.send", c.tokens * m.hidden * c.act_bytes, s.pp - 1))
+    if s.pp > 1:  # each GPU hands its activations to its peer in the next stage
+        ops_all.append(p2p("pp.send", c.tokens * m.hidden * c.act_bytes, s.pp - 1,
+                           group="pp", stride=s.tp * s.attn_dp))
         sets.append(None)
     return OpGraph(tuple(ops_all), tuple(sets)), c

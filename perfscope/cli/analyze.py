@@ -41,8 +41,11 @@ def analyze_cmd(
     attn_dp: Annotated[int, typer.Option(help="Attention data-parallel groups: tp x attn-dp "
                                               "GPUs per stage, MoE experts spread over all of "
                                               "them.")] = 1,
-    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4")] = None,
-    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8")] = None,
+    moe_comm: Annotated[str, typer.Option(help="Under --attn-dp: all_to_all | "
+                                               "allgather_reducescatter.")] = DEFAULT.moe_comm,
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4 fp4 "
+                                                          "(default: the checkpoint's)")] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8 fp4")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
     group_size: Annotated[int | None, typer.Option(help="Quantization group (int4 default "
                                                         "128).")] = None,
@@ -70,7 +73,8 @@ def analyze_cmd(
         raise InputError(f"--mla-absorb {mla_absorb!r}: use auto, on or off")
     flags = dict(phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
                  weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
-                 group_size=group_size, tp=tp, pp=pp, ep=ep, attn_dp=attn_dp, attention=attention,
+                 group_size=group_size, tp=tp, pp=pp, ep=ep, attn_dp=attn_dp, moe_comm=moe_comm,
+                 attention=attention,
                  fused_norm=fused_norm, mla_absorb=absorbs[mla_absorb], ceiling=ceiling,
                  memory_reserve=reserve)
     if scenario_file is not None:

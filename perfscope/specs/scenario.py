@@ -10,6 +10,11 @@ from perfscope.units import ACT_DTYPES, KV_DTYPES, WEIGHT_DTYPES, check_dtype
 PHASES = ("prefill", "decode", "chunked_prefill")
 ATTN_IMPLS = ("flash", "unfused")
 CEILINGS = ("spec", "empirical")
+# how tokens reach their experts and come back under attention DP: all-to-all dispatch and
+# combine (DeepEP, pplx, TensorRT-LLM's alltoall; vLLM --all2all-backend deepep_*), or an
+# all-gather of every token to every GPU and a reduce-scatter of the outputs (vLLM's default
+# --all2all-backend allgather_reducescatter)
+MOE_COMMS = ("all_to_all", "allgather_reducescatter")
 DEFAULT_SEQ_LEN = 2048  # prompt tokens; in decode also the cached context when none is given
 
 # the command-line flag that sets each field, named in errors after the field itself, so the
@@ -18,6 +23,7 @@ FLAGS = {"phase": "--phase", "batch": "--batch", "seq_len": "--seq-len",
          "context_len": "--context-len", "weight_dtype": "--weight-dtype",
          "act_dtype": "--act-dtype", "kv_dtype": "--kv-dtype", "group_size": "--group-size",
          "tp": "--tp", "pp": "--pp", "ep": "--ep", "attn_dp": "--attn-dp",
+         "moe_comm": "--moe-comm",
          "attention": "--attention", "fused_norm": "--fused-norm/--unfused-norm",
          "mla_absorb": "--mla-absorb", "ceiling": "--ceiling", "memory_reserve": "--reserve"}
 
@@ -51,7 +57,8 @@ class Scenario:
     ``tp * attn_dp``: attention (and dense feed-forward) weights are replicated per group,
     each group runs TP=``tp`` on its ``ceil(batch / attn_dp)`` sequences, and MoE layers
     spread over all of them with expert parallelism ``ep`` (which must divide
-    ``tp * attn_dp``).
+    ``tp * attn_dp``); tokens reach their experts by ``moe_comm`` (all-to-all dispatch and
+    combine, or all-gather and reduce-scatter).
     Dtypes left as None come from the checkpoint's ``quantization_config``, else the device
     (bf16, or fp16 where bf16 is missing).
     """
@@ -68,6 +75,7 @@ class Scenario:
     pp: int = 1
     ep: int = 1
     attn_dp: int = 1  # attention data-parallel groups (MoE experts over tp x attn_dp GPUs)
+    moe_comm: str = "all_to_all"  # under attn_dp: all_to_all | allgather_reducescatter
     attention: str = "flash"
     fused_norm: bool = True  # residual add fused into the following norm
     mla_absorb: bool | None = None  # None: absorb in decode only (serving engines do)
@@ -94,6 +102,8 @@ class Scenario:
                               "decode needs at least one cached token")
         if self.group_size is not None:
             put(self, "group_size", _whole("group_size", self.group_size, 1))
+        if self.moe_comm not in MOE_COMMS:
+            raise field_error("moe_comm", self.moe_comm, f"use one of {', '.join(MOE_COMMS)}")
         if self.attention not in ATTN_IMPLS:
             raise field_error("attention", self.attention, "use flash or unfused")
         if self.ceiling not in CEILINGS:

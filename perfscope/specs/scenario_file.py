@@ -7,8 +7,8 @@
     batch = 32
     context_len = 2048
     weight_dtype = "bf16"       # and any other Scenario field: seq_len, act_dtype, kv_dtype,
-                                # group_size, tp, pp, ep, attention, fused_norm, mla_absorb,
-                                # ceiling, memory_reserve
+                                # group_size, tp, pp, ep, attn_dp, moe_comm, attention,
+                                # fused_norm, mla_absorb, ceiling, memory_reserve
 
 Unknown keys are errors. Relative model/hw paths resolve against the file's folder.
 """
@@ -26,7 +26,7 @@ from perfscope.specs.scenario import Scenario
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "phase": str, "batch": int, "seq_len": int, "context_len": int, "weight_dtype": str,
     "act_dtype": str, "kv_dtype": str, "group_size": int, "tp": int, "pp": int, "ep": int,
-    "attn_dp": int,
+    "attn_dp": int, "moe_comm": str,
     "attention": str, "fused_norm": bool, "mla_absorb": bool, "ceiling": str,
     "memory_reserve": (int, float),
 }
