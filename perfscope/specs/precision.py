@@ -17,7 +17,8 @@ else the device's 16-bit dtype. What runs is then decided the way serving engine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from perfscope.errors import UnsupportedDtypeError
 from perfscope.specs.model.types import CheckpointQuant, ModelSpec
@@ -73,7 +74,7 @@ def checkpoint_format(q: CheckpointQuant) -> QuantFormat:
     return quant_format(q.weight)  # one 16-bit scale per output channel
 
 
-def _marlin(hw: HardwareSpec) -> bool:
+def _marlin(hw: _Device) -> bool:
     """A dequantizing weight-only GEMM (vLLM's Marlin): NVIDIA, Ampere (bf16) or later."""
     return hw.vendor.lower() == "nvidia" and hw.has_dtype("bf16")
 
@@ -83,20 +84,43 @@ def _unsupported(field: str, d: str, why: str) -> UnsupportedDtypeError:
 
 
 def resolve_precision(s: Scenario, hw: HardwareSpec, model: ModelSpec | None = None) -> Precision:
+    """What runs for scenario ``s`` on ``hw`` with ``model``'s checkpoint (see the module)."""
+    # pure in these fields: cached on them (a HardwareSpec is not hashable)
+    return _resolve(s.weight_dtype, s.act_dtype, s.kv_dtype, s.group_size,
+                    model.quant if model is not None else None, _Device.of(hw))
+
+
+class _Device(NamedTuple):
+    """What precision resolution needs of a device, hashable."""
+
+    display_name: str
+    vendor: str
+    dtypes: frozenset[str]
+
+    @staticmethod
+    def of(hw: HardwareSpec) -> _Device:
+        return _Device(hw.display_name, hw.vendor, frozenset(hw.dtypes()))
+
+    def has_dtype(self, d: str) -> bool:
+        return d in self.dtypes
+
+
+@lru_cache(maxsize=512)
+def _resolve(weight_dtype: str | None, act_dtype: str | None, kv_dtype: str | None,
+             group_size: int | None, ck: CheckpointQuant | None, hw: _Device) -> Precision:
     has = hw.has_dtype
     name = hw.display_name
     # bf16 where the device has it, else fp16 (V100), else fp32 (a CPU measured by perfscope)
     base = next((d for d in ("bf16", "fp16") if has(d)), "fp32")
-    ck = model.quant if model is not None else None
     notes: list[str] = []
 
     # ---- weights ----
-    if s.weight_dtype:
-        w, source = s.weight_dtype, "weight_dtype"
-        if ck and ck.weight == w and s.group_size is None:
+    if weight_dtype:
+        w, source = weight_dtype, "weight_dtype"
+        if ck and ck.weight == w and group_size is None:
             fmt = checkpoint_format(ck)  # the flag names the checkpoint's own format
         else:
-            fmt = _flag_format(w, s.group_size)
+            fmt = _flag_format(w, group_size)
     elif ck is not None:
         if not ck.weight:
             raise field_error("weight_dtype", None, f"the checkpoint's quantization_config "
@@ -104,15 +128,15 @@ def resolve_precision(s: Scenario, hw: HardwareSpec, model: ModelSpec | None = N
                               "analyse it as")
         w, source = ck.weight, "checkpoint"
         fmt = checkpoint_format(ck)
-        if s.group_size is not None:
-            fmt = _flag_format(w, s.group_size)
+        if group_size is not None:
+            fmt = _flag_format(w, group_size)
     else:
         w, source = base, "device default"
-        fmt = _flag_format(w, s.group_size)
+        fmt = _flag_format(w, group_size)
 
     # ---- activations (and so what the GEMMs compute in) ----
-    if s.act_dtype:
-        a = s.act_dtype
+    if act_dtype:
+        a = act_dtype
     elif w in ("fp8", "fp4", "int8") and source == "checkpoint" and ck is not None:
         a = ck.act if ck.act else base
         if a == w and not has(a) and a != "int8":
@@ -147,8 +171,8 @@ def resolve_precision(s: Scenario, hw: HardwareSpec, model: ModelSpec | None = N
                            "Ampere or later)")
 
     # ---- KV cache ----
-    if s.kv_dtype:
-        kv = s.kv_dtype
+    if kv_dtype:
+        kv = kv_dtype
     elif ck is not None and ck.kv and source == "checkpoint":
         kv = ck.kv
     elif a in ("fp32", "tf32"):
@@ -179,7 +203,7 @@ def _flag_format(w: str, group: int | None) -> QuantFormat:
     return default_format(w, group)
 
 
-def _weight_only(w: str, base: str, hw: HardwareSpec, notes: list[str]) -> str:
+def _weight_only(w: str, base: str, hw: _Device, notes: list[str]) -> str:
     notes.append(f"no {w} tensor math on {hw.display_name}: {w} weights run weight-only "
                  f"(W{DTYPE_BITS[w]}A16), dequantized in the GEMM (vLLM's Marlin fallback)")
     return base
