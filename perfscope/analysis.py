@@ -111,7 +111,9 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sum
 def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:
     """FLOPs and bytes by kind of the stage with the longest time."""
     stages = c.shard.stages
-    best: tuple[dict[str, float], dict[str, float], float] = ({}, {}, -1.0)
+    best_flops: dict[str, float] = {}
+    best_bytes: dict[str, float] = {}
+    best_time = -1.0
     n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
     for si, stage in enumerate(stages):
         f: dict[str, float] = {}
@@ -129,9 +131,9 @@ def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], di
             f[op.kind] = f.get(op.kind, 0.0) + op.flops * n
             b[op.kind] = b.get(op.kind, 0.0) + op.bytes * n
             t += p.time_s * n
-        if t > best[2]:
-            best = (f, b, t)
-    return best[0], best[1]
+        if t > best_time:
+            best_flops, best_bytes, best_time = f, b, t
+    return best_flops, best_bytes
 
 
 # ---- the public JSON contract ----------------------------------------------------------

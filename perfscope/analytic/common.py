@@ -113,9 +113,9 @@ def priced_weights(m: ModelSpec, sh: Shard, fmt: QuantFormat, head_dtype: str,
         else:
             b, deq = hfmt.bytes_for(w.rows, w.cols) + bias, False
         out[w.name] = Priced(w, b, deq)
-    per_layer = tuple(sum(w.copies * out[w.name].bytes for w in layer_weights(m, moe, sh))
-                      if moe is False or m.moe else 0.0 for moe in (False, True))
-    return out, (per_layer[0], per_layer[1])
+    dense = sum(w.copies * out[w.name].bytes for w in layer_weights(m, False, sh))
+    moe = sum(w.copies * out[w.name].bytes for w in layer_weights(m, True, sh)) if m.moe else 0.0
+    return out, (dense, moe)
 
 
 def check_layout(m: ModelSpec, sh: Shard, fmt: QuantFormat, weights: tuple[Weight, ...]) -> None:

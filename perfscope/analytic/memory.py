@@ -51,13 +51,13 @@ def memory(c: Ctx, largest_op_io: float, capacity: float, reserve: float) -> Mem
                   c.batch * cached_tokens(tokens, win) * kv_bytes_per_token(c, layers[0]),
                   layers)
                  for (moe, win), layers in m.layer_groups]
-    best = None
+    weights = kv = -1.0  # of the busiest stage
     for si, stage in enumerate(sh.stages):
-        w = kv = 0.0
-        for lw, lkv, layers in per_layer:
+        w = k = 0.0
+        for layer_w, layer_kv, layers in per_layer:
             n = len(layers) if sh.pp == 1 else sum(1 for i in layers if i in stage)
-            w += lw * n
-            kv += lkv * n
+            w += layer_w * n
+            k += layer_kv * n
         # outside the layers: embeddings on the first stage, final norm and LM head on the
         # last (a tied LM head is the embedding, unless the two sit on different stages)
         if si == 0:
@@ -67,10 +67,8 @@ def memory(c: Ctx, largest_op_io: float, capacity: float, reserve: float) -> Mem
             w += c.weights["final_norm"].bytes if m.final_norm else 0.0
             if not m.tied_embeddings or sh.pp > 1:
                 w += c.weights["lm_head"].bytes
-        if best is None or w + kv > best[0] + best[1]:
-            best = (w, kv)
-    assert best is not None
-    weights, kv = best
+        if w + k > weights + kv:
+            weights, kv = w, k
     # live activations: the largest op's inputs and outputs plus the residual stream
     act = largest_op_io + c.tokens * m.hidden * c.act_bytes
     usable = capacity * (1 - reserve)

@@ -36,8 +36,7 @@ def _layer_ops(c: Ctx) -> tuple[list[Op], list[tuple[int, ...]]]:
     m = c.model
     h, fused, tokens = m.hidden, c.scenario.fused_norm, c.tokens
     windows, ffns = m.window_groups, m.ffn_groups
-    every = windows[0][1] if len(windows) == 1 else ffns[0][1] if len(ffns) == 1 else \
-        tuple(range(m.n_layers))
+    every = m.all_layers  # the layers the shared ops stand for
     each = Site(0, m.n_layers)
     ops: list[Op] = []
     sets: list[tuple[int, ...]] = []

@@ -109,6 +109,7 @@ class ModelSpec:
         default=(), init=False, compare=False)
     ffn_groups: tuple[tuple[bool, tuple[int, ...]], ...] = field(
         default=(), init=False, compare=False)
+    all_layers: tuple[int, ...] = field(default=(), init=False, compare=False)
     _hash: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +124,7 @@ class ModelSpec:
         object.__setattr__(self, "layer_groups", tuple((k, tuple(v)) for k, v in groups.items()))
         object.__setattr__(self, "window_groups", tuple((k, tuple(v)) for k, v in wins.items()))
         object.__setattr__(self, "ffn_groups", tuple((k, tuple(v)) for k, v in ffns.items()))
+        object.__setattr__(self, "all_layers", tuple(range(self.n_layers)))
         # the record is a cache key on every analysis: hash its fields once
         object.__setattr__(self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self)
                                                      if f.compare)))
