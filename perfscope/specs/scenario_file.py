@@ -62,11 +62,12 @@ def load_scenario(name: str) -> ScenarioFile:
         found = next((f for f in scenario_files() if f.stem == name), None)
         if found is None:
             names = ", ".join(f.stem for f in scenario_files())
-            raise NotFoundError(f"--scenario {name!r} is not built in; choose one of {names} "
-                                "or pass a .toml path")
+            raise NotFoundError(f"scenario {name!r} is not built in; choose one of {names} "
+                                "or pass a .toml path (--scenario)")
         p = found
     elif not p.is_file():
-        raise NotFoundError(f"--scenario {name}: file does not exist; check the path")
+        raise NotFoundError(f"scenario {name!r}: file does not exist; check the path "
+                            "(--scenario)")
     f = Fields(read_toml(p), str(p))
     values = {k: f.get(k, t, None) for k, t in _TYPES.items()}
     values = {k: (float(v) if k == "memory_reserve" else v) for k, v in values.items()

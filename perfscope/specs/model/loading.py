@@ -46,12 +46,12 @@ def load_model(name: str) -> ModelSpec:
     if name.endswith(".json") or p.is_dir() or "/" in name:
         if p.is_dir():
             if not (p / "config.json").is_file():
-                raise NotFoundError(f"--model {name}: the folder has no config.json; pass the "
-                                    "config.json of a Hugging Face model")
+                raise NotFoundError(f"model {name!r}: the folder has no config.json; pass the "
+                                    "config.json of a Hugging Face model (--model)")
             p = p / "config.json"
         if not p.is_file():
-            raise NotFoundError(f"--model {name}: file does not exist; check the path or use "
-                                "a built-in name (perfscope models list)")
+            raise NotFoundError(f"model {name!r}: file does not exist; check the path or use "
+                                "a built-in name (perfscope models list) (--model)")
         stem = p.parent.name if p.name == "config.json" else p.stem
         return model_from_config(read_config(p), stem, str(p))
     key = name.lower().replace("_", "-")
@@ -59,5 +59,5 @@ def load_model(name: str) -> ModelSpec:
         if f.stem.lower() == key:
             return model_from_config(read_config(f), f.stem, str(f))
     names = ", ".join(f.stem for f in model_files())
-    raise NotFoundError(f"--model {name!r} is not built in; choose one of {names} "
-                        "or pass a config.json path")
+    raise NotFoundError(f"model {name!r} is not built in; choose one of {names} "
+                        "or pass a config.json path (--model)")
