@@ -17,7 +17,11 @@ from pathlib import Path
 
 from perfscope.api import Scenario, analyze, load_hw, load_model
 
-DEFAULT_REF = Path(__file__).resolve().parents[2] / "shared/reference/published-figures.json"
+# ../shared beside the checkout (or beside the folder of worktrees holding it)
+DEFAULT_REF = next((p / "shared/reference/published-figures.json"
+                    for p in Path(__file__).resolve().parents[2:4]
+                    if (p / "shared/reference/published-figures.json").is_file()),
+                   Path(__file__).resolve().parents[2] / "shared/reference/published-figures.json")
 MODELS = {"Llama-2-7B": "llama-2-7b", "Llama-2-70B": "llama-2-70b", "Llama-3.1-8B": "llama-3.1-8b",
           "Llama-3.1-70B": "llama-3.1-70b", "Llama-3.1-405B": "llama-3.1-405b",
           "Mixtral-8x7B": "mixtral-8x7b"}

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from perfscope.analytic.common import Ctx
+from perfscope.analytic.expert_load import busiest_rank
 from perfscope.analytic.memory import MemoryReport, memory
 from perfscope.analytic.ops import OpGraph
 from perfscope.analytic.transformer import build_graph
@@ -13,7 +14,9 @@ from perfscope.errors import InputError
 from perfscope.roofline import RooflinePoint, Sums, place
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Precision, Scenario, resolve_precision
+from perfscope.specs.precision import Precision, resolve_precision
+from perfscope.specs.scenario import Scenario, field_error
+from perfscope.units import fmt_bytes, fmt_time
 
 SCHEMA = "perfscope.analysis/1"
 
@@ -47,6 +50,19 @@ class Analysis(NamedTuple):
     totals: Totals
     memory: MemoryReport
 
+    def __repr__(self) -> str:
+        s, t, mem = self.scenario, self.totals, self.memory
+        lengths = f"prompt {s.seq_len}" if s.phase == "prefill" else \
+            f"context {s.context_len}" if s.phase == "decode" else \
+            f"chunk {s.seq_len} at {s.context_len}"
+        layout = "".join(f" {k} {v}" for k, v in (("tp", s.tp), ("pp", s.pp), ("ep", s.ep),
+                                                   ("attn_dp", s.attn_dp)) if v > 1)
+        fit = "fits" if mem.fits else "does NOT fit"
+        return (f"Analysis({self.model.name} on {self.hw.display_name}, {s.phase} batch "
+                f"{s.batch} {lengths}{layout}, {self.precision.weight}: "
+                f"{fmt_time(t.time_s)} {t.bound}-bound, {fit} "
+                f"({fmt_bytes(mem.total_bytes)} of {fmt_bytes(mem.usable_bytes)} per GPU))")
+
     def to_json(self) -> dict[str, Any]:
         return to_json(self)
 
@@ -59,18 +75,17 @@ class Analysis(NamedTuple):
 
 def analyze(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> Analysis:
     """Analyse one step of ``model`` on ``hw``. Pure: same inputs, same result."""
-    s = scenario.validate()
-    if s.phase == "prefill" and s.context_len:
-        raise InputError("--context-len applies to decode and chunked_prefill; prefill starts "
-                         "from an empty cache (use --phase chunked_prefill)")
+    s = scenario
     if s.mla_absorb is not None and model.mla is None:
-        raise InputError(f"--mla-absorb applies to MLA models (deepseek_v3), not {model.name}; "
-                         "drop it")
+        raise field_error("mla_absorb", s.mla_absorb, f"applies to MLA models (deepseek_v3), "
+                          f"not {model.name}; leave it None (auto)")
     if s.tokens_after > model.max_position:
-        raise InputError(f"--seq-len/--context-len: {s.tokens_after} tokens exceed the "
-                         f"{model.max_position}-token context of {model.name} "
-                         "(max_position_embeddings); shorten them")
-    prec = resolve_precision(s, hw.has_dtype)
+        what = f"seq_len {s.seq_len}" if s.phase == "prefill" else \
+            f"context_len {s.context_len} + {s.new_tokens} new"
+        raise InputError(f"{what}: {s.tokens_after} tokens exceed the {model.max_position}-"
+                         f"token context of {model.name} (max_position_embeddings); shorten "
+                         "them (--seq-len, --context-len)")
+    prec = resolve_precision(s, hw, model)
     graph, ctx = build_graph(model, s, prec)
     points, sums = place(graph, hw, s.ceiling)
     mem = memory(ctx, sums.act_peak_bytes, hw.memory_bytes, s.memory_reserve)
@@ -82,21 +97,23 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sum
             hw: HardwareSpec) -> Totals:
     fk, bk, tk, tb, time = (sums.flops_by_kind, sums.bytes_by_kind, sums.time_by_kind,
                             sums.time_by_bound, sums.time_s)
-    if c.sh.pp > 1:  # per GPU: the busiest stage
+    if c.shard.pp > 1:  # per GPU: the busiest stage
         fk, bk = _busiest_stage(c, graph, points)
     flops, nbytes = sum(fk.values()), sum(bk.values())
-    peak = hw.tensor_flops(c.p.compute)[0]
+    peak = hw.tensor_flops(c.precision.compute)[0]
     bw = hw.memory_bandwidth_bytes_s
     return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
                   mfu=flops / (time * peak) if time else 0.0,
                   mbu=nbytes / (time * bw) if time else 0.0,
-                  tokens_per_s=c.N / time if time else 0.0)
+                  tokens_per_s=c.all_tokens / time if time else 0.0)
 
 
 def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:
     """FLOPs and bytes by kind of the stage with the longest time."""
-    stages = c.sh.stages
-    best: tuple[dict[str, float], dict[str, float], float] = ({}, {}, -1.0)
+    stages = c.shard.stages
+    best_flops: dict[str, float] = {}
+    best_bytes: dict[str, float] = {}
+    best_time = -1.0
     n_head = next(i for i, ls in enumerate(graph.op_layers) if ls is not None)
     for si, stage in enumerate(stages):
         f: dict[str, float] = {}
@@ -114,9 +131,9 @@ def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], di
             f[op.kind] = f.get(op.kind, 0.0) + op.flops * n
             b[op.kind] = b.get(op.kind, 0.0) + op.bytes * n
             t += p.time_s * n
-        if t > best[2]:
-            best = (f, b, t)
-    return best[0], best[1]
+        if t > best_time:
+            best_flops, best_bytes, best_time = f, b, t
+    return best_flops, best_bytes
 
 
 # ---- the public JSON contract ----------------------------------------------------------
@@ -140,20 +157,40 @@ def _op_row(p: RooflinePoint) -> dict[str, Any]:
     }
 
 
+def _expert_load(a: Analysis) -> dict[str, Any] | None:
+    """Per EP rank, the mean and the busiest rank's experts touched and assignments."""
+    e, s = a.model.moe, a.scenario
+    if e is None:
+        return None
+    load = busiest_rank(e.n_experts, e.top_k, s.ep, s.batch * s.new_tokens)
+    return {"ranks": s.ep, "experts_per_rank": e.n_experts // s.ep,
+            "experts_touched_mean": load.experts_mean,
+            "experts_touched_busiest": load.experts_max,
+            "assignments_mean": load.assignments_mean,
+            "assignments_busiest": load.assignments_max}
+
+
 def to_json(a: Analysis) -> dict[str, Any]:
     s, m, t, mem = a.scenario, a.model, a.totals, a.memory
     return {
         "schema": SCHEMA,
         "model": {"name": m.name, "params": m.params, "active_params": m.active_params,
-                  "model_type": m.model_type, "layers": m.n_layers},
+                  "model_type": m.model_type, "layers": m.n_layers,
+                  # a multimodal wrapper: its language model (text_config) is what is analysed
+                  "language_model_of": m.text_of},
         "hardware": _hardware_json(a),
         "scenario": {"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
                      "context_len": s.cached_before if s.phase != "prefill" else 0,
                      "tp": s.tp, "pp": s.pp, "ep": s.ep,
+                     "attn_dp": s.attn_dp, "moe_comm": s.moe_comm,
                      "weight_dtype": str(a.precision.weight), "act_dtype": a.precision.act,
-                     "kv_dtype": a.precision.kv, "attention": s.attention,
+                     "kv_dtype": a.precision.kv, "scheme": a.precision.scheme,
+                     "weight_source": a.precision.weight_source, "attention": s.attention,
                      "fused_norm": s.fused_norm, "ceiling": s.ceiling,
                      "kv_tokens_per_seq": s.tokens_after},
+        # what runs (W8A8 fp8, W8A16 fp8 weight-only, ...) and where each dtype came from
+        "precision": a.precision.to_json(),
+        "expert_parallel": _expert_load(a),
         "totals": {"flops": t.flops, "bytes": t.bytes, "time_s": t.time_s, "bound": t.bound,
                    "flops_by_kind": dict(t.flops_by_kind), "bytes_by_kind": dict(t.bytes_by_kind),
                    "time_by_kind": dict(t.time_by_kind), "mfu": t.mfu, "mbu": t.mbu,

@@ -229,7 +229,7 @@ def test_pipeline_latency_is_the_sum_of_stages_plus_transfers():
 
 
 def test_tp_degree_must_divide_heads():
-    with pytest.raises(InputError, match="--tp 3"):
+    with pytest.raises(InputError, match=r"tp 3: .*\(--tp\)"):
         run("llama-3.1-8b", tp=3)
 
 
@@ -310,8 +310,10 @@ def test_int4_weights_carry_group_scales_and_dequant_work():
 
 
 def test_devices_refuse_dtypes_they_lack():
-    with pytest.raises(UnsupportedDtypeError):
-        run("llama-3.1-8b", "a100-sxm-80gb", weight_dtype="fp8")
+    # fp8 tensor math is what an A100 lacks; fp8 storage (W8A16, KV) is tested in
+    # test_model_precision.py
+    with pytest.raises(UnsupportedDtypeError, match=r"act_dtype fp8: .*no fp8 tensor math"):
+        run("llama-3.1-8b", "a100-sxm-80gb", weight_dtype="fp8", act_dtype="fp8")
     with pytest.raises(UnsupportedDtypeError):
         run("llama-3.1-8b", "v100-sxm2-32gb", weight_dtype="bf16")
     v100 = run("llama-2-7b", "v100-sxm2-32gb", phase="decode", batch=1, context_len=64)
@@ -366,3 +368,76 @@ def test_package_exposes_the_api_lazily():
             "batch=1, seq_len=16)); print(a.model.params)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "124439808"  # GPT-2 small, HF's published 124M
+
+
+# ---- issue 6, item 8: smaller modelling errors, each derived by hand ----------------------
+
+def test_mla_unabsorbed_w8a8_reads_the_16_bit_latent_then_quantizes_it():
+    # DeepSeek-V3 chunk of 512 at 2000 cached, W8A8 fp8 (its checkpoint), bf16 KV cache,
+    # no absorption: kv_b_proj up-projects all 2512 latents (kv_lora_rank 512)
+    T, C = 512, 2000
+    a = run("deepseek-v3", "h200-sxm", phase="chunked_prefill", batch=1, seq_len=T,
+            context_len=C, tp=8, mla_absorb=False)
+    assert a.precision.act == "fp8" and a.precision.kv == "bf16"
+    q = op(a, "attn.kv_b_input")
+    # new tokens from kv_a_norm (bf16) + cached latents from the bf16 cache, out at 1 byte
+    assert q.act_in_bytes == (T * 2 + C * 2) * 512
+    assert q.act_out_bytes == (T + C) * 512 * 1
+    assert op(a, "attn.kv_b_proj").act_in_bytes == (T + C) * 512 * 1
+    bf16 = run("deepseek-v3", "h200-sxm", phase="chunked_prefill", batch=1, seq_len=T,
+               context_len=C, tp=8, mla_absorb=False, weight_dtype="bf16")
+    assert op(bf16, "attn.kv_b_proj").act_in_bytes == (T + C) * 512 * 2
+    assert not any(p.op.name == "attn.kv_b_input" for p in bf16.points)
+
+
+def test_chunk_longer_than_the_window_reads_window_minus_one_plus_the_chunk():
+    # Mistral-7B (window 4096): an 8000-token chunk at 8000 cached. Its first query needs the
+    # 4095 tokens before it, its last one the chunk itself: 4095 + 8000 = 12095 tokens
+    T = C = 8000
+    a = run("mistral-7b", "h200-sxm", phase="chunked_prefill", batch=1, seq_len=T,
+            context_len=C)
+    core = op(a, "attn.core")
+    assert core.kv_read_bytes == 12095 * 2 * 8 * 128 * BF16
+    assert core.shape["kv_len"] == 12095
+    assert core.flops == 2 * 32 * (4096 * T) * 256  # every query still sees 4096 keys
+    # a chunk inside the window reads the whole cache, as before
+    small = op(run("mistral-7b", "h200-sxm", phase="chunked_prefill", batch=1, seq_len=512,
+                   context_len=1000), "attn.core")
+    assert small.kv_read_bytes == 1512 * 2 * 8 * 128 * BF16
+
+
+def test_unfused_gqa_copies_kv_out_to_every_query_head():
+    # Llama-3.1-8B eager decode: repeat_kv expands 8 KV heads to 32 before the two bmm's
+    B, C, d = 2, 1000, 128
+    a = run("llama-3.1-8b", phase="decode", batch=B, context_len=C, attention="unfused")
+    rep = op(a, "attn.repeat_kv")
+    K = C + 1
+    assert rep.kv_read_bytes == B * K * 2 * 8 * d * BF16
+    assert rep.act_out_bytes == B * K * 2 * 32 * d * BF16
+    assert rep.flops == 0
+    score = op(a, "attn.score")
+    assert score.kv_read_bytes == 0
+    assert score.act_in_bytes == B * 32 * d * BF16 + B * K * 32 * d * BF16  # q + expanded K
+    value = op(a, "attn.value")
+    assert value.act_in_bytes == B * 32 * K * BF16 + B * K * 32 * d * BF16  # probs + exp. V
+    # multi-head attention has nothing to expand
+    mha = run("llama-2-7b", phase="decode", batch=B, context_len=C, attention="unfused")
+    assert not any(p.op.name == "attn.repeat_kv" for p in mha.points)
+
+
+def test_group_size_wider_than_a_gemm_input_is_refused():
+    with pytest.raises(InputError, match=r"group_size 8192: wider than the 4096-element input"):
+        run("llama-3.1-8b", weight_dtype="int4", group_size=8192)
+    # 4096 fits qkv (4096 wide) but not down_proj (14336 = 3.5 x 4096)
+    with pytest.raises(InputError, match=r"group_size 4096: does not divide the 14336"):
+        run("llama-3.1-8b", weight_dtype="int4", group_size=4096)
+    run("llama-3.1-8b", weight_dtype="int4", group_size=256)
+
+
+def test_per_head_qk_norm_reads_its_head_dim_weights_once():
+    # Qwen3-8B: q_norm and k_norm are one head_dim (128) vector each, shared by all heads
+    B, S = 1, 1000
+    a = run("qwen3-8b", phase="prefill", batch=B, seq_len=S)
+    n = op(a, "attn.qk_norm")
+    assert n.weight_bytes == 2 * 128 * BF16  # not (32 + 8) x 128
+    assert n.act_in_bytes == B * S * (32 + 8) * 128 * BF16  # every head's q and k is normed

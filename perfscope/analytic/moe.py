@@ -2,73 +2,98 @@
 
 from __future__ import annotations
 
-from perfscope.analytic.common import ACT_FLOPS, Ctx, elementwise, gemm
+from perfscope.analytic.common import Ctx, Site, elementwise, experts, linear
+from perfscope.analytic.expert_load import busiest_rank, expected_experts
 from perfscope.analytic.ops import Op
+from perfscope.analytic.parallel import all_gather, all_to_all, reduce_scatter
+from perfscope.specs.model.activations import ACT_FLOPS
+
+__all__ = ["expected_experts", "mlp_ops", "moe_ops"]  # expected_experts: kept for callers
 
 
-def expected_experts(n_experts: int, top_k: int, tokens: float) -> float:
-    """Distinct experts touched when ``tokens`` tokens each pick ``top_k`` of ``n_experts``
-    uniformly without replacement: E * (1 - (1 - k/E)^tokens)."""
-    if tokens <= 0:
-        return 0.0
-    return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
-
-
-def _act(c: Ctx, name: str, tokens: float, width: int, layer: int) -> Op:
+def _act(c: Ctx, name: str, tokens: float, width: int, at: Site) -> Op:
     # gated: act(gate) * up -> reads 2 x width, writes width; sized by the MLP width
-    per = ACT_FLOPS.get(c.m.activation, 4)
-    impl = {"activation": c.m.activation, "gated": c.m.gated_mlp}
-    if c.m.gated_mlp:
-        return elementwise(c, name, tokens, width, layer, flops_per=per + 1, n_in=2,
+    m = c.model
+    per = ACT_FLOPS[m.activation]
+    impl = {"activation": m.activation, "gated": m.gated_mlp}
+    if m.gated_mlp:
+        return elementwise(c, name, tokens, width, at, flops_per=per + 1, n_in=2,
                            feeds_gemm=True, impl=impl)
-    return elementwise(c, name, tokens, width, layer, flops_per=per, n_in=1, feeds_gemm=True,
+    return elementwise(c, name, tokens, width, at, flops_per=per, n_in=1, feeds_gemm=True,
                        impl=impl)
 
 
-def mlp_ops(c: Ctx, layer: int, width: int | None = None, prefix: str = "mlp",
-            tokens: float | None = None) -> list[Op]:
-    """Dense MLP on one rank (the TP all-reduce after it is added by the layer builder)."""
-    m = c.m
-    I = width if width is not None else c.sh.intermediate
-    N = c.N if tokens is None else tokens
-    up = 2 * I if m.gated_mlp else I
-    ops = [gemm(c, f"{prefix}.gate_up_proj" if m.gated_mlp else f"{prefix}.up_proj", N, up,
-                m.hidden, layer, bias=m.mlp_bias),
-           _act(c, f"{prefix}.act", N, I, layer),
-           gemm(c, f"{prefix}.down_proj", N, m.hidden, I, layer, bias=m.mlp_bias)]
-    return ops
+def mlp_ops(c: Ctx, at: Site, prefix: str = "mlp") -> list[Op]:
+    """Dense MLP on one rank (the TP all-reduce after it is added by the layer builder);
+    ``prefix`` "moe.shared" for the shared experts of an MoE layer."""
+    m = c.model
+    up = c.weights[f"{prefix}.gate_up_proj" if m.gated_mlp else f"{prefix}.up_proj"]
+    width = up.weight.rows // (2 if m.gated_mlp else 1)
+    tokens = c.tokens
+    return [linear(c, up.weight.name, tokens, at),
+            _act(c, f"{prefix}.act", tokens, width, at),
+            linear(c, f"{prefix}.down_proj", tokens, at)]
 
 
-def moe_ops(c: Ctx, layer: int) -> list[Op]:
-    m, sh = c.m, c.sh
+def moe_ops(c: Ctx, at: Site) -> list[Op]:
+    """Router, routed experts on the busiest EP rank, the weighted sum, shared experts; under
+    attention DP also the dispatch to the experts and the combine back (``moe_comm``)."""
+    m, sh = c.model, c.shard
     e = m.moe
     assert e is not None
-    N, h = c.N, m.hidden
-    E, k = e.n_experts, e.top_k
-    router = gemm(c, "moe.router", N, E, h, layer, head=True)
+    tokens, h = c.tokens, m.hidden
+    n_experts, k = e.n_experts, e.top_k
+    # each GPU routes the tokens of its attention group
+    router = linear(c, "moe.router", tokens, at)
     # deepseek-v3 scores experts with a sigmoid and picks top-k within the best groups;
     # the others softmax the router logits and take the top-k
     routing = "sigmoid_group_topk" if e.router_bias else "softmax_topk"
-    topk = elementwise(c, "moe.topk", N, E, layer, flops_per=6, n_in=1, n_out=0,
-                       impl={"routing": routing, "top_k": k, "experts": E})
+    topk = elementwise(c, "moe.topk", tokens, n_experts, at, flops_per=6, n_in=1, n_out=0,
+                       impl={"routing": routing, "top_k": k, "experts": n_experts})
     ops = [router, topk]
-    # Routed experts on this rank: assignments spread evenly over the EP groups; each
-    # touched expert's weights are read once (expected distinct experts under uniform routing).
-    assigned = N * k / sh.ep
-    touched = expected_experts(E, k, N) / sh.ep
-    I = sh.expert_intermediate
-    up = 2 * I if m.gated_mlp else I
-    per_expert = assigned / touched if touched else 0.0
-    ops.append(gemm(c, "moe.experts_gate_up", per_expert, up, h, layer, groups=touched,
-                    tokens=assigned))
-    ops.append(_act(c, "moe.experts_act", assigned, I, layer))
-    ops.append(gemm(c, "moe.experts_down", per_expert, h, I, layer, groups=touched,
-                    tokens=assigned))
-    # weighted sum of each token's k expert outputs: k multiply-adds per element
-    ops.append(elementwise(c, "moe.combine", N, h, layer, flops_per=2 * k, n_in=k / sh.ep + 1,
-                           impl={"combine": "weighted_sum", "top_k": k}))
+    # The step waits for the busiest EP rank: the most distinct experts touched (weights
+    # streamed) and the most token-expert assignments (FLOPs, activations) over the ep ranks,
+    # for all the tokens the MoE layer sees (every attention-DP group's)
+    load = busiest_rank(n_experts, k, sh.ep, c.all_tokens)
+    touched, assigned = load.experts_max, load.assignments_max
+    if sh.attn_dp > 1:
+        sent = -(-tokens // sh.tp)  # the GPU's share of its group's tokens
+        ops.append(_exchange(c, at, "ep.dispatch", sent * k, assigned, c.gemm_in_bytes, False))
+    ops.append(experts(c, "moe.experts_gate_up", assigned, touched, at))
+    ops.append(_act(c, "moe.experts_act", assigned, sh.expert_intermediate, at))
+    ops.append(experts(c, "moe.experts_down", assigned, touched, at))
+    impl = {"combine": "weighted_sum", "top_k": k}
+    if sh.attn_dp > 1:
+        ops.append(_exchange(c, at, "ep.combine", sent * k, assigned, c.act_bytes, True))
+        # each of the GPU's tokens sums its k expert outputs (read k, write 1)
+        ops.append(elementwise(c, "moe.combine", sent, h, at, flops_per=2 * k, n_in=k,
+                               impl=impl))
+    else:
+        # every rank sums the outputs of its own experts for all tokens; the TP all-reduce
+        # after the layer adds the ranks up (k multiply-adds per element in all)
+        ops.append(elementwise(c, "moe.combine", tokens, h, at, flops_per=2 * k,
+                               n_in=assigned / tokens + 1 if tokens else 1, impl=impl))
     if e.shared_intermediate:
-        ops += mlp_ops(c, layer, sh.shared_intermediate, prefix="moe.shared")
+        ops += mlp_ops(c, at, prefix="moe.shared")
         if e.shared_expert_gate:
-            ops.append(gemm(c, "moe.shared_gate", N, 1, h, layer, head=True))
+            ops.append(linear(c, "moe.shared_gate", tokens, at))
     return ops
+
+
+def _exchange(c: Ctx, at: Site, name: str, picks: int, assigned: float, elem_bytes: float,
+              back: bool) -> Op:
+    """Tokens to their experts (dispatch) or their outputs back (combine), over all the
+    GPUs of the stage. all_to_all: each GPU sends each of its tokens once per expert
+    (k copies, to each of the moe_tp GPUs an expert is split over; DeepEP's low-latency
+    mode, TensorRT-LLM's alltoall) and the busiest receives every assignment of its EP rank:
+    the larger of the two sizes it. allgather_reducescatter (vLLM's default): every GPU
+    gathers every token of the stage, and reduce-scatters their outputs."""
+    sh, h = c.shard, c.model.hidden
+    gpus = sh.tp * sh.attn_dp
+    if c.scenario.moe_comm == "all_to_all":
+        size = max(picks * sh.moe_tp, assigned) * h * elem_bytes  # ``picks``: tokens x k
+        return all_to_all(name, size, gpus, at.count, at.layer, group="ep", stride=1)
+    everything = c.all_tokens * h * elem_bytes
+    if back:
+        return reduce_scatter(name, everything, gpus, at.count, at.layer, group="ep", stride=1)
+    return all_gather(name, everything, gpus, at.count, at.layer, group="ep", stride=1)

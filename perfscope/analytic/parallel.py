@@ -1,25 +1,46 @@
-"""How TP / PP / EP split a model over GPUs, and the communication ops that follow.
+"""How TP / PP / EP / attention-DP split a model over GPUs, and the communication ops.
 
 TP shards attention heads and MLP columns Megatron-style; when TP exceeds the KV heads, each
 rank keeps one KV head (replicated, as vLLM does). MLA's latent cache is shared by all heads,
-so every TP rank holds all of it. EP spreads experts over the TP ranks of a stage (ep divides
-tp); each expert is then split over tp/ep ranks. PP cuts the layers into contiguous stages.
+so every TP rank holds all of it. PP cuts the layers into contiguous stages.
+
+Attention data parallelism (``attn_dp``, as vLLM ``--data-parallel-size`` with
+``--enable-expert-parallel``, SGLang ``--enable-dp-attention``, TensorRT-LLM
+``enable_attention_dp`` serve DeepSeek-V3 and Qwen3-MoE): a pipeline stage has
+G = tp x attn_dp GPUs. Attention, dense feed-forward layers and shared experts are replicated
+over the attn_dp groups, each running TP = tp on its own ceil(batch / attn_dp) sequences
+(vLLM docs, "Data Parallel Deployment": data parallel for the attention layers, expert or
+tensor parallel for the expert layers; the non-expert layers of a DP rank run inside its own
+TP group). Routed experts spread over all G GPUs: EP = ep groups of E / ep experts, each
+expert split over G / ep GPUs (MoE-TP); ep must divide G. With attn_dp = 1 that is the
+classic layout: experts over the TP ranks (ep divides tp), every rank sees every token, and
+the TP all-reduce after the MoE layer sums the experts' outputs.
+
+Every comm op says which group it runs in and how far apart its ranks are (GPUs numbered
+stage by stage, a stage's attention-DP groups side by side, TP ranks consecutive):
+``tp`` (size tp, stride 1), ``ep`` (the whole stage: size tp x attn_dp, stride 1),
+``pp`` (stage to stage: stride tp x attn_dp).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from perfscope.analytic.ops import Op
 from perfscope.errors import InputError
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Scenario
+from perfscope.specs.scenario import Scenario, field_error
 
 
 class Shard(NamedTuple):
+    """How one GPU's share of the model is shaped (per-rank widths: a counting.Split)."""
+
     tp: int
     pp: int
     ep: int
+    attn_dp: int  # attention data-parallel groups per pipeline stage
+    moe_tp: int  # GPUs one routed expert is split over: tp x attn_dp / ep
     heads: int  # attention (query) heads per rank
     kv_heads: int  # KV heads per rank
     intermediate: int  # dense MLP width per rank
@@ -35,40 +56,41 @@ def _divisors(n: int) -> str:
 
 
 def shard(m: ModelSpec, s: Scenario) -> Shard:
-    """How the model splits over tp x pp GPUs (memoized on the model: pure in (tp, pp, ep))."""
-    key = ("shard", s.tp, s.pp, s.ep)
-    sh = m.memo.get(key)
-    if sh is None:
-        sh = m.memo[key] = _shard(m, s.tp, s.pp, s.ep)
-    return sh
+    """How the model splits over the GPUs of ``s`` (pure in the model and the degrees)."""
+    return _shard(m, s.tp, s.pp, s.ep, s.attn_dp)
 
 
-def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
+@lru_cache(maxsize=256)
+def _shard(m: ModelSpec, tp: int, pp: int, ep: int, attn_dp: int) -> Shard:
     if m.n_heads % tp:
-        raise InputError(f"--tp {tp} does not divide the {m.n_heads} attention heads of "
-                         f"{m.name}; use one of {_divisors(m.n_heads)}")
+        raise field_error("tp", tp, f"does not divide the {m.n_heads} attention heads of "
+                          f"{m.name}; use one of {_divisors(m.n_heads)}")
     if m.n_kv_heads % tp and tp % m.n_kv_heads:
-        raise InputError(f"--tp {tp} and the {m.n_kv_heads} KV heads of {m.name} do not "
-                         "divide one another; pick a TP degree that does")
+        raise field_error("tp", tp, f"and the {m.n_kv_heads} KV heads of {m.name} do not "
+                          "divide one another; pick a TP degree that does")
     if m.intermediate % tp:
-        raise InputError(f"--tp {tp} does not divide the MLP width {m.intermediate} of {m.name}")
+        raise field_error("tp", tp, f"does not divide the MLP width {m.intermediate} of "
+                          f"{m.name}")
     if pp > m.n_layers:
-        raise InputError(f"--pp {pp} exceeds the {m.n_layers} layers of {m.name}")
+        raise field_error("pp", pp, f"exceeds the {m.n_layers} layers of {m.name}")
     e_i = shared_i = experts = 0
+    stage = tp * attn_dp  # GPUs of a pipeline stage
+    split = 1
     if m.moe is None:
         if ep != 1:
-            raise InputError(f"--ep {ep}: {m.name} has no experts; drop --ep")
+            raise field_error("ep", ep, f"{m.name} has no experts; leave ep at 1")
     else:
-        if tp % ep:
-            raise InputError(f"--ep {ep} must divide --tp {tp}: experts are spread over the "
-                             "tensor-parallel ranks of a stage")
+        if stage % ep:
+            what = f"tp {tp}" if attn_dp == 1 else f"tp x attn_dp = {stage}"
+            raise field_error("ep", ep, f"must divide {what}: experts are spread over the "
+                              f"{stage} GPUs of a stage")
         if m.moe.n_experts % ep:
-            raise InputError(f"--ep {ep} does not divide the {m.moe.n_experts} experts of "
-                             f"{m.name}")
-        split = tp // ep
+            raise field_error("ep", ep, f"does not divide the {m.moe.n_experts} experts of "
+                              f"{m.name}")
+        split = stage // ep
         if m.moe.expert_intermediate % split:
-            raise InputError(f"--tp {tp} / --ep {ep} = {split} does not divide the expert "
-                             f"width {m.moe.expert_intermediate}; raise --ep")
+            raise field_error("ep", ep, f"{stage} GPUs / ep {ep} = {split} does not divide "
+                              f"the expert width {m.moe.expert_intermediate}; raise ep")
         e_i = m.moe.expert_intermediate // split
         experts = m.moe.n_experts // ep
         shared_i = m.moe.shared_intermediate // tp if m.moe.shared_intermediate else 0
@@ -80,8 +102,8 @@ def _shard(m: ModelSpec, tp: int, pp: int, ep: int) -> Shard:
         n = base + (1 if i >= pp - extra else 0)
         stages.append(range(start, start + n))
         start += n
-    return Shard(tp, pp, ep, m.n_heads // tp, kv, m.intermediate // tp, e_i, experts, shared_i,
-                 -(-m.vocab // tp), tuple(stages))
+    return Shard(tp, pp, ep, attn_dp, split, m.n_heads // tp, kv, m.intermediate // tp, e_i,
+                 experts, shared_i, -(-m.vocab // tp), tuple(stages))
 
 
 GROUPS = ("tp", "ep", "pp", "dp")

@@ -7,22 +7,25 @@ built once from their first layer and carry the number of such layers as ``count
 from __future__ import annotations
 
 from perfscope.analytic.attention import attention_core, attention_post, attention_pre
-from perfscope.analytic.common import Ctx, elementwise, gemm, make_ctx, norm, residual
+from perfscope.analytic.common import (
+    OUTSIDE,
+    Ctx,
+    Site,
+    elementwise,
+    linear,
+    make_ctx,
+    norm,
+    residual,
+)
 from perfscope.analytic.moe import mlp_ops, moe_ops
 from perfscope.analytic.ops import Op, OpGraph, make_op
 from perfscope.analytic.parallel import all_gather, all_reduce, p2p, shard
 from perfscope.specs.model import ModelSpec
-from perfscope.specs.scenario import Precision, Scenario
-
-_new = tuple.__new__
-
-
-def _with_reps(c: Ctx, reps: int) -> Ctx:
-    """``c._replace(reps=reps)`` without NamedTuple._replace's overhead (reps is last)."""
-    return _new(Ctx, (*c[:-1], reps))
+from perfscope.specs.precision import Precision
+from perfscope.specs.scenario import Scenario
 
 
-def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
+def _layer_ops(c: Ctx) -> tuple[list[Op], list[tuple[int, ...]]]:
     """The ops of all layers and the layer indices each stands for.
 
     Layers differ only in their attention window (sliding vs global) and their feed-forward
@@ -30,11 +33,11 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
     layers. With more than one window, the window-specific ops carry a tag in their name
     (``attn.core@sliding``).
     """
-    h, fused = m.hidden, c.s.fused_norm
+    m = c.model
+    h, fused, tokens = m.hidden, c.scenario.fused_norm, c.tokens
     windows, ffns = m.window_groups, m.ffn_groups
-    every = windows[0][1] if len(windows) == 1 else ffns[0][1] if len(ffns) == 1 else \
-        tuple(range(m.n_layers))
-    call = _with_reps(c, m.n_layers)
+    every = m.all_layers  # the layers the shared ops stand for
+    each = Site(0, m.n_layers)
     ops: list[Op] = []
     sets: list[tuple[int, ...]] = []
 
@@ -42,76 +45,77 @@ def _layer_ops(c: Ctx, m: ModelSpec) -> tuple[list[Op], list[tuple[int, ...]]]:
         ops.extend(new)
         sets.extend([layers] * len(new))
 
-    add([norm(call, "attn.norm", c.N, h, 0, fused_add=fused, feeds_gemm=True),
-         *attention_pre(call, 0)], every)
-    for win, lt in windows:
-        core = attention_core(_with_reps(c, len(lt)), lt[0], win)
-        if len(windows) > 1:
-            tag = "@sliding" if win else "@global"
-            core = [_new(Op, (op[0] + tag, *op[1:])) for op in core]
-        add(core, lt)
-    tail = attention_post(call, 0)
+    add([norm(c, "attn.norm", tokens, h, each, fused_add=fused, feeds_gemm=True),
+         *attention_pre(c, each)], every)
+    for win, layers in windows:
+        tag = ("@sliding" if win else "@global") if len(windows) > 1 else ""
+        add(attention_core(c, Site(layers[0], len(layers)), win, tag), layers)
+    tail = attention_post(c, each)
     if m.norms_per_layer == 4:
-        tail.append(norm(call, "attn.post_norm", c.N, h, 0))
+        tail.append(norm(c, "attn.post_norm", tokens, h, each))
     if not fused:
-        tail.append(residual(call, "attn.residual", 0))
-    tail.append(norm(call, "mlp.norm", c.N, h, 0, fused_add=fused, feeds_gemm=True))
+        tail.append(residual(c, "attn.residual", each))
+    tail.append(norm(c, "mlp.norm", tokens, h, each, fused_add=fused, feeds_gemm=True))
     add(tail, every)
-    for moe, lt in ffns:
-        cg = _with_reps(c, len(lt))
-        add(moe_ops(cg, lt[0]) if moe else mlp_ops(cg, lt[0]), lt)
+    for moe, layers in ffns:
+        at = Site(layers[0], len(layers))
+        add(moe_ops(c, at) if moe else mlp_ops(c, at), layers)
     tail = []
-    if c.sh.tp > 1:
-        tail.append(all_reduce("tp.mlp_allreduce", c.N * h * c.ab, c.sh.tp, m.n_layers, 0))
+    if c.shard.tp > 1:
+        tail.append(all_reduce("tp.mlp_allreduce", tokens * h * c.act_bytes, c.shard.tp,
+                               m.n_layers, 0))
     if m.norms_per_layer == 4:
-        tail.append(norm(call, "mlp.post_norm", c.N, h, 0))
+        tail.append(norm(c, "mlp.post_norm", tokens, h, each))
     if not fused:
-        tail.append(residual(call, "mlp.residual", 0))
+        tail.append(residual(c, "mlp.residual", each))
     add(tail, every)
     return ops, sets
 
 
 def _head_ops(c: Ctx) -> list[Op]:
-    m, sh, h = c.m, c.sh, c.m.hidden
+    m, sh, h, tokens = c.model, c.shard, c.model.hidden, c.tokens
     ops = []
     # vocab-parallel embedding: each rank gathers the rows it owns (~1/tp of the tokens)
-    ops.append(make_op("embed", "embedding", None, 1, c.N * h if m.embed_scale else 0.0,
-                       c.N * h * c.h_bpe / sh.tp, 0.0, c.N * h * c.ab, 0.0, 0.0,
-                       c.store, "vector", {"tokens": c.N, "width": h, "vocab": sh.vocab}, 0.0,
+    ops.append(make_op("embed", "embedding", None, 1, tokens * h if m.embed_scale else 0.0,
+                       tokens * h * c.head_bytes / sh.tp, 0.0, tokens * h * c.act_bytes, 0.0,
+                       0.0, c.store_dtype, "vector",
+                       {"tokens": tokens, "width": h, "vocab": sh.vocab}, 0.0,
                        {"op": "embedding", "scale": m.embed_scale}))
     if sh.tp > 1:
-        ops.append(all_reduce("tp.embed_allreduce", c.N * h * c.ab, sh.tp, 1, None))
+        ops.append(all_reduce("tp.embed_allreduce", tokens * h * c.act_bytes, sh.tp, 1, None))
     if m.positional == "learned":
-        ops.append(elementwise(c, "pos_embed", c.N, h, None, flops_per=1, n_in=2,
+        ops.append(elementwise(c, "pos_embed", tokens, h, OUTSIDE, flops_per=1, n_in=2,
                                impl={"op": "add"}))
     return ops
 
 
 def _tail_ops(c: Ctx) -> list[Op]:
-    m, sh, h = c.m, c.sh, c.m.hidden
+    m, sh = c.model, c.shard
     ops = []
     if m.final_norm:
-        ops.append(norm(c, "final_norm", c.N, h, None, fused_add=c.s.fused_norm))
-    elif c.s.fused_norm:
-        ops.append(residual(c, "final_residual", None))
+        ops.append(norm(c, "final_norm", c.tokens, m.hidden, OUTSIDE,
+                        fused_add=c.scenario.fused_norm))
+    elif c.scenario.fused_norm:
+        ops.append(residual(c, "final_residual", OUTSIDE))
     # serving engines compute logits for the last token of each sequence only
-    ops.append(gemm(c, "lm_head", c.B, sh.vocab, h, None, head=True))
+    ops.append(linear(c, "lm_head", c.batch, OUTSIDE))
     if sh.tp > 1:
-        ops.append(all_gather("tp.logits_gather", c.B * m.vocab * c.ab, sh.tp, 1, None))
+        ops.append(all_gather("tp.logits_gather", c.batch * m.vocab * c.act_bytes, sh.tp, 1,
+                              None))
     return ops
 
 
 def build_graph(m: ModelSpec, s: Scenario, p: Precision) -> tuple[OpGraph, Ctx]:
     """The ops of one step on one GPU, and the context they were built in."""
     c = make_ctx(m, s, p, shard(m, s))
-    layer_ops, layer_sets = _layer_ops(c, m)
+    layer_ops, layer_sets = _layer_ops(c)
     head, tail = _head_ops(c), _tail_ops(c)
     ops_all = head + layer_ops + tail
     sets: list[tuple[int, ...] | None] = [None] * len(head)
     sets += layer_sets
     sets += [None] * len(tail)
-    if s.pp > 1:
-        ops_all.append(p2p("pp.send", c.N * m.hidden * c.ab, s.pp - 1))
+    if s.pp > 1:  # each GPU hands its activations to its peer in the next stage
+        ops_all.append(p2p("pp.send", c.tokens * m.hidden * c.act_bytes, s.pp - 1,
+                           group="pp", stride=s.tp * s.attn_dp))
         sets.append(None)
-    graph = OpGraph(tuple(ops_all), tuple(sets))
-    return graph, c
+    return OpGraph(tuple(ops_all), tuple(sets)), c

@@ -14,6 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from perfscope.cli.output import check_format, emit, out_width, show, to_csv_text, to_json_text
+from perfscope.specs.scenario import DEFAULT_SEQ_LEN, Scenario
+
+DEFAULT = Scenario()  # the library's defaults are the CLI's
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="Built-in model name or config.json path "
@@ -72,21 +75,29 @@ def analyze_cmd(
     model: ModelOpt = "llama-3.1-8b",
     hw: HwOpt = "h100-sxm",
     phase: Annotated[str, typer.Option(help="prefill | decode | chunked_prefill." + LIST)
-                     ] = "prefill",
-    batch: Annotated[str, typer.Option(help="Sequences in the batch." + LIST)] = "1",
+                     ] = DEFAULT.phase,
+    batch: Annotated[str, typer.Option(help="Sequences in the batch." + LIST)
+                     ] = str(DEFAULT.batch),
     seq_len: Annotated[str, typer.Option(help="Prompt tokens (prefill) or new tokens of a "
                                               "chunk; in decode the cached length when "
-                                              "--context-len is not given." + LIST)] = "2048",
+                                              "--context-len is not given." + LIST)
+                       ] = str(DEFAULT_SEQ_LEN),
     context_len: Annotated[str | None, typer.Option(help="Tokens already cached (decode, "
                                                          "chunked_prefill)." + LIST)] = None,
     tp: Annotated[str, typer.Option(help="Tensor-parallel degree." + LIST)] = "1",
     pp: Annotated[str, typer.Option(help="Pipeline-parallel degree." + LIST)] = "1",
-    ep: Annotated[str, typer.Option(help="Expert-parallel degree (divides --tp)." + LIST)
-                  ] = "1",
-    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4." + LIST)
+    ep: Annotated[str, typer.Option(help="Expert-parallel degree (divides --tp x --attn-dp)."
+                                         + LIST)] = "1",
+    attn_dp: Annotated[str, typer.Option(help="Attention data-parallel groups: tp x attn-dp "
+                                              "GPUs per stage, MoE experts spread over all of "
+                                              "them." + LIST)] = "1",
+    moe_comm: Annotated[str, typer.Option(help="Under --attn-dp: all_to_all | "
+                                               "allgather_reducescatter.")] = DEFAULT.moe_comm,
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8 int4 fp4 "
+                                                          "(default: the checkpoint's)." + LIST)
                             ] = None,
-    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8." + LIST)
-                         ] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 tf32 fp8 int8 fp4."
+                                                       + LIST)] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8." + LIST)] = None,
     group_size: Annotated[int | None, typer.Option(help="Quantization group (int4 default "
                                                         "128).")] = None,
@@ -96,8 +107,9 @@ def analyze_cmd(
     mla_absorb: Annotated[str, typer.Option(help="MLA weight absorption: auto (decode only) "
                                                  "| on | off")] = "auto",
     ceiling: Annotated[str, typer.Option(help="spec (upper-bound speed) | empirical "
-                                              "(expected)." + LIST)] = "spec",
-    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
+                                              "(expected)." + LIST)] = DEFAULT.ceiling,
+    reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = \
+        DEFAULT.memory_reserve,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the ops on the device's "
@@ -120,9 +132,9 @@ def analyze_cmd(
         "act_dtype": str_list("--act-dtype", act_dtype, ACT_DTYPES),
         "kv_dtype": str_list("--kv-dtype", kv_dtype, KV_DTYPES),
         "tp": int_list("--tp", tp), "pp": int_list("--pp", pp), "ep": int_list("--ep", ep),
-        "ceiling": str_list("--ceiling", ceiling)}
+        "attn_dp": int_list("--attn-dp", attn_dp), "ceiling": str_list("--ceiling", ceiling)}
     fixed = dict(group_size=group_size, attention=attention, fused_norm=fused_norm,
-                 mla_absorb=absorbs[mla_absorb], memory_reserve=reserve)
+                 mla_absorb=absorbs[mla_absorb], memory_reserve=reserve, moe_comm=moe_comm)
     models, hws = split_list(model), split_list(hw)
     if scenario_file is not None:
         from perfscope.specs.scenario_file import load_scenario
@@ -156,12 +168,8 @@ def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path 
     from perfscope.analysis import analyze
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
-    from perfscope.specs.scenario import Scenario
 
-    if values.get("context_len") is None:  # decode: --seq-len is the cached length
-        values["context_len"] = values.get("seq_len", 2048) if values.get("phase") == "decode" \
-            else 0
-    scenario = Scenario(**values).validate()
+    scenario = Scenario(**values)
     m, h = load_model(model), load_hw(hw)
     result = analyze(m, h, scenario)
     if plot is not None:

@@ -143,7 +143,8 @@ def run(args: ProfileArgs) -> None:
     from perfscope.report.study import build_study
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
-    from perfscope.specs.scenario import Scenario, resolve_precision
+    from perfscope.specs.precision import resolve_precision
+    from perfscope.specs.scenario import Scenario
 
     fmt = check_format(args.fmt or "html", FORMATS)
     started = time.time()
@@ -165,10 +166,10 @@ def run(args: ProfileArgs) -> None:
     base = Scenario(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype,
                     kv_dtype=args.kv_dtype, group_size=args.group_size, tp=args.tp,
                     pp=args.pp, ep=args.ep, attention=args.attention,
-                    memory_reserve=args.reserve).validate()
+                    memory_reserve=args.reserve)
     for hw in hws:  # a dtype one of the devices lacks fails now, naming it
         try:
-            resolve_precision(base, hw.has_dtype)
+            resolve_precision(base, hw, model)
         except InputError as e:
             raise InputError(f"--hw {hw.name}: {e}") from None
     measure = args.measure and (args.bench is None or args.measure_given)

@@ -69,7 +69,7 @@ def roofline_cmd(
         raise InputError(f"--out {out}: the folder {out.parent} does not exist; create it "
                          "first or choose another path")
     base = Scenario(batch=batch, weight_dtype=weight_dtype, act_dtype=act_dtype,
-                    kv_dtype=kv_dtype, tp=tp, pp=pp, ep=ep, ceiling=ceiling).validate()
+                    kv_dtype=kv_dtype, tp=tp, pp=pp, ep=ep, ceiling=ceiling)
     analyses = []
     for h in hws:
         for ph in phases[phase]:

@@ -32,19 +32,20 @@ from perfscope.errors import PerfscopeError
 
 SCHEMA = "perfscope.sweep/1"
 AXES = ("model", "hardware", "phase", "batch", "seq_len", "context_len", "tp", "pp", "ep",
-        "weight_dtype", "act_dtype", "kv_dtype", "ceiling")
-SCENARIO_KEYS = ("phase", "batch", "seq_len", "context_len", "tp", "pp", "ep", "weight_dtype",
-                 "act_dtype", "kv_dtype", "ceiling")
+        "attn_dp", "weight_dtype", "act_dtype", "kv_dtype", "ceiling")
+SCENARIO_KEYS = ("phase", "batch", "seq_len", "context_len", "tp", "pp", "ep", "attn_dp",
+                 "weight_dtype", "act_dtype", "kv_dtype", "ceiling")
 
 
 def row_of(a: Any) -> dict[str, Any]:
     """The sweep row of one Analysis."""
     s, t, mem, pr = a.scenario, a.totals, a.memory, a.precision
-    gpus = s.tp * s.pp
+    gpus = s.tp * s.attn_dp * s.pp
     return {
         "model": a.model.name, "hardware": a.hw.name, "phase": s.phase, "batch": s.batch,
         "seq_len": s.seq_len, "context_len": s.cached_before, "tp": s.tp, "pp": s.pp,
-        "ep": s.ep, "weight_dtype": str(pr.weight), "act_dtype": pr.act, "kv_dtype": pr.kv,
+        "ep": s.ep, "attn_dp": s.attn_dp, "weight_dtype": str(pr.weight), "act_dtype": pr.act,
+        "kv_dtype": pr.kv, "scheme": pr.scheme,
         "ceiling": s.ceiling, "time_s": t.time_s, "bound": t.bound, "flops": t.flops,
         "bytes": t.bytes, "mfu": t.mfu, "mbu": t.mbu, "tokens_per_s": t.tokens_per_s,
         "tokens_per_s_per_gpu": t.tokens_per_s / gpus,
@@ -95,9 +96,6 @@ def run_sweep(values: Mapping[str, Sequence[Any]], base: Mapping[str, Any]) -> l
             {k: v for k, v in p.items() if k in SCENARIO_KEYS}
         m = models[p.get("model", base.get("model"))]
         hw = hws[p.get("hardware", base.get("hardware"))]
-        if point.get("context_len") is None:
-            point["context_len"] = point.get("seq_len", 2048) \
-                if point.get("phase") == "decode" else 0
         extra = {k: v for k, v in base.items() if k not in (*SCENARIO_KEYS, "model", "hardware")}
         try:
             rows.append(row_of(analyze(m, hw, Scenario(**point, **extra))))

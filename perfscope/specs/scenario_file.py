@@ -7,8 +7,8 @@
     batch = 32
     context_len = 2048
     weight_dtype = "bf16"       # and any other Scenario field: seq_len, act_dtype, kv_dtype,
-                                # group_size, tp, pp, ep, attention, fused_norm, mla_absorb,
-                                # ceiling, memory_reserve
+                                # group_size, tp, pp, ep, attn_dp, moe_comm, attention,
+                                # fused_norm, mla_absorb, ceiling, memory_reserve
 
 Unknown keys are errors. Relative model/hw paths resolve against the file's folder.
 """
@@ -26,6 +26,7 @@ from perfscope.specs.scenario import Scenario
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "phase": str, "batch": int, "seq_len": int, "context_len": int, "weight_dtype": str,
     "act_dtype": str, "kv_dtype": str, "group_size": int, "tp": int, "pp": int, "ep": int,
+    "attn_dp": int, "moe_comm": str,
     "attention": str, "fused_norm": bool, "mla_absorb": bool, "ceiling": str,
     "memory_reserve": (int, float),
 }
@@ -61,11 +62,12 @@ def load_scenario(name: str) -> ScenarioFile:
         found = next((f for f in scenario_files() if f.stem == name), None)
         if found is None:
             names = ", ".join(f.stem for f in scenario_files())
-            raise NotFoundError(f"--scenario {name!r} is not built in; choose one of {names} "
-                                "or pass a .toml path")
+            raise NotFoundError(f"scenario {name!r} is not built in; choose one of {names} "
+                                "or pass a .toml path (--scenario)")
         p = found
     elif not p.is_file():
-        raise NotFoundError(f"--scenario {name}: file does not exist; check the path")
+        raise NotFoundError(f"scenario {name!r}: file does not exist; check the path "
+                            "(--scenario)")
     f = Fields(read_toml(p), str(p))
     values = {k: f.get(k, t, None) for k, t in _TYPES.items()}
     values = {k: (float(v) if k == "memory_reserve" else v) for k, v in values.items()
