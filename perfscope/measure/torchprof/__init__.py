@@ -1,0 +1,1 @@
+"""Profile real PyTorch models on the roofline (filled in below)."""
