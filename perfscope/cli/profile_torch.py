@@ -31,6 +31,7 @@ def run(args: ProfileArgs) -> None:
         fit_from_profiles,
         profile_module,
         profile_transformers,
+        validate_options,
     )
 
     fmt = args.fmt or "table"
@@ -58,6 +59,7 @@ def run(args: ProfileArgs) -> None:
                           phases=phases, warmup=args.warmup, repeat=args.repeat,
                           trace=args.trace is not None, hw=args.hw if args.hw_given else None,
                           layers=args.layers, calibration=cal, threads=args.threads)
+    validate_options(opts)
     what = args.module if args.module else args.model
     steps = ", ".join(phases) if args.torch_model else "forward"
     log(f"perfscope profile: profiling {what} ({steps}, {opts.repeat} steps after "

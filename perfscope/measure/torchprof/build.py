@@ -97,6 +97,8 @@ def build_hf_model(cfg: Mapping[str, Any], *, device: str, dtype: str, attn: str
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"transformers cannot build {model_type!r}: "
                          f"{' '.join(str(e).split())[:200]}") from None
+    if hasattr(model, "tie_weights"):  # no_init_weights also skips the tying in post_init
+        model.tie_weights()
     fill_random(model)
     return model.eval()
 

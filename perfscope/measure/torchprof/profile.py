@@ -69,7 +69,22 @@ def resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
     return device, dtype
 
 
-def _validate(o: ProfileOptions) -> None:
+def validate_options(o: ProfileOptions) -> None:
+    """One-line errors for bad options, before anything is built."""
+    if o.device is not None and o.device != "cpu" and not o.device.startswith("cuda"):
+        raise InputError(f"--device {o.device!r}: use cpu, cuda or cuda:N")
+    if o.dtype is not None:
+        from perfscope.measure.torchprof.build import TORCH_DTYPES
+
+        if o.dtype not in TORCH_DTYPES:
+            raise InputError(f"--dtype {o.dtype!r}: the torch profiler runs fp32, bf16 or "
+                             "fp16")
+    if o.repeat < 2:
+        raise InputError(f"--repeat {o.repeat}: at least 2 steps make a median")
+    if o.warmup < 0:
+        raise InputError(f"--warmup {o.warmup}: must be >= 0")
+    if o.threads is not None and o.threads < 1:
+        raise InputError(f"--threads {o.threads}: must be >= 1")
     for flag, v in (("--batch", o.batch), ("--seq-len", o.seq_len)):
         if v < 1:
             raise InputError(f"{flag} {v}: must be >= 1")
@@ -118,7 +133,7 @@ def profile_transformers(model: str, o: ProfileOptions) -> ProfileResult:
     """Build ``model`` (built-in name or config.json) with transformers, random weights, and
     profile its prefill and decode steps against the analytic graph of the same config."""
     check_torch(transformers=True)
-    _validate(o)
+    validate_options(o)
     device, dtype = resolve_device(o.device, o.dtype)
     with cpu_threads(o.threads, device):
         return _profile_transformers(model, o, device, dtype)
@@ -191,8 +206,7 @@ def profile_module(factory: str, o: ProfileOptions) -> ProfileResult:
     """Profile the user's module from ``factory`` (see build.py for the contract): time,
     FLOPs and bytes per module, each placed on the device's measured roofline."""
     check_torch(transformers=False)
-    if o.repeat < 2:
-        raise InputError(f"--repeat {o.repeat}: at least 2 steps make a median")
+    validate_options(o)
     if o.calibration is not None:
         raise InputError("--calibration applies to --torch-model runs (predictions of the "
                          "analytic graph), not to --module")
