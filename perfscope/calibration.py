@@ -1,16 +1,19 @@
 """Calibration: how far this device's framework runs from the roofline, per op kind.
 
 A roofline prediction is an ideal; a real framework on a real device reaches a fraction of it
-on big ops and pays a fixed cost (dispatch, launch, Python) on every small one. perfscope fits,
-per op kind, one affine correction from profiled runs (``perfscope profile --torch-model
+on big ops and pays a fixed cost (dispatch, launch, Python) on every call it makes. perfscope
+fits, per op kind, one affine correction from profiled runs (``perfscope profile --torch-model
 --calibration-out FILE``):
 
-    time of one op instance = scale_kind x roofline time + fixed_kind
+    time of one op instance = scale_kind x roofline time + fixed_kind x calls
 
-(``1 / scale`` is the efficiency the kind reaches on large ops, ``fixed`` the floor of a tiny
-one) plus the framework time no analytic op accounts for (layout changes, copies, Python
-between ops), fitted per step as ``scale_fw x predicted step time + fixed_fw x op instances``.
-Both are least squares on relative error, constrained to be non-negative. The fit's error is
+(``1 / scale`` is the efficiency the kind reaches on large ops, ``fixed`` the cost of one
+framework call, ``calls`` how many calls the framework makes for one instance of that op, as
+profiled: eager RMSNorm is 8 torch calls, a projection 1) plus the framework time no analytic
+op accounts for (layout changes, copies, Python between ops), fitted per step as
+``scale_fw x predicted step time + fixed_fw x op instances``.
+Both minimise the time-weighted mean absolute log error (robust to the outliers a shared
+machine produces), constrained to be non-negative. The fit's error is
 stated in the file: in-sample per kind, and for whole steps both in-sample and leave-one-step-
 out (each step predicted by a fit that did not see it).
 
@@ -46,6 +49,8 @@ class OpSample:
     count: int  # instances in the step (layers)
     predicted_s: float
     measured_s: float
+    calls: float = 1.0  # framework calls per instance (torch calls, or ops launching kernels)
+    name: str = ""  # the analytic op ("attn.rotary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,8 @@ class StepSample:
 
 @dataclass(frozen=True, slots=True)
 class KindFit:
-    """time = scale x predicted + fixed_s x instances, fitted on ``n`` samples."""
+    """time = scale x predicted + fixed_s x calls (framework: x op instances), fitted on
+    ``n`` samples."""
 
     scale: float
     fixed_s: float
@@ -75,8 +81,8 @@ class KindFit:
         """Fraction of the roofline the kind reaches on large ops (1 / scale)."""
         return 1.0 / self.scale if self.scale > 0 else math.inf
 
-    def apply(self, predicted_s: float, instances: float = 1.0) -> float:
-        return self.scale * predicted_s + self.fixed_s * instances
+    def apply(self, predicted_s: float, calls: float = 1.0) -> float:
+        return self.scale * predicted_s + self.fixed_s * calls
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class Calibration:
     dtype: str  # compute dtype of the profiled runs
     kinds: Mapping[str, KindFit]
     framework: KindFit | None
+    calls_per_op: Mapping[str, float] = field(default_factory=dict)  # per instance, profiled
+    calls_per_kind: Mapping[str, float] = field(default_factory=dict)  # for ops not profiled
     device: Mapping[str, Any] = field(default_factory=dict)  # what was measured on
     source: Mapping[str, Any] = field(default_factory=dict)  # runs fitted on, tool
     fit_error: Mapping[str, float] = field(default_factory=dict)
@@ -101,9 +109,13 @@ class Calibration:
         return {
             "schema": SCHEMA, "created": self.created, "hardware": self.hardware,
             "ceiling": self.ceiling, "dtype": self.dtype, "device": dict(self.device),
-            "model": "per op instance: scale x roofline time + fixed_s; framework per step: "
-                     "scale x predicted step time + fixed_s x op instances",
+            "model": "per op instance: scale x roofline time + fixed_s x calls (calls_per_op, "
+                     "else calls_per_kind); framework per step: scale x predicted step time "
+                     "+ fixed_s x op instances; fitted by minimising the time-weighted mean "
+                     "|ln(fitted / measured)|",
             "kinds": {k: kf(v) for k, v in sorted(self.kinds.items())},
+            "calls_per_op": dict(sorted(self.calls_per_op.items())),
+            "calls_per_kind": dict(sorted(self.calls_per_kind.items())),
             "framework": kf(self.framework) if self.framework else None,
             "fit_error": dict(self.fit_error), "source": dict(self.source),
         }
@@ -111,33 +123,53 @@ class Calibration:
 
 # ---- fitting -------------------------------------------------------------------------------
 
-def _fit_affine(xs: Sequence[float], ns: Sequence[float], ys: Sequence[float]
-                ) -> tuple[float, float]:
-    """min over a, b >= 0 of sum(((a x + b n) - y) / y)^2: linear least squares in
-    u = x / y, v = n / y against 1."""
-    pts = [(x / y, n / y) for x, n, y in zip(xs, ns, ys, strict=True) if y > 0]
+_SCALES = tuple(10 ** (i / 10) for i in range(-30, 41))  # 1e-3 .. 1e4, 10 per decade
+_FIXED = (0.0, *(10 ** (i / 5) for i in range(-45, -4)))  # 0, 1 ns .. 0.1 s, 5 per decade
+
+
+def _fit_affine(xs: Sequence[float], ns: Sequence[float], ys: Sequence[float],
+                ws: Sequence[float] | None = None) -> tuple[float, float]:
+    """a, b >= 0 minimising the weighted mean |ln((a x + b n) / y)|.
+
+    Log errors, because ops span six decades of time and a ratio is what is off; absolute
+    values, because a step slowed by another process must not pull the fit (a shared machine
+    gives such outliers). Weights: each sample's measured time (the ops that make up the
+    step count most). A grid over both (10 scales and 5 fixed costs per decade), a finer
+    grid around the best point, and the exact fits through pairs of samples: deterministic,
+    no solver."""
+    pts = [(x, n, y, w) for x, n, y, w in zip(xs, ns, ys, ws or ys, strict=True)
+           if y > 0 and x >= 0]
     if not pts:
         return 1.0, 0.0
-    suu = sum(u * u for u, _ in pts)
-    svv = sum(v * v for _, v in pts)
-    suv = sum(u * v for u, v in pts)
-    su = sum(u for u, _ in pts)
-    sv = sum(v for _, v in pts)
-    det = suu * svv - suv * suv
-    if det > 1e-12 * max(suu * svv, 1e-300):
-        a = (su * svv - sv * suv) / det
-        b = (sv * suu - su * suv) / det
-        if a >= 0 and b >= 0:
-            return a, b
-    # on the boundary: the better of scale-only and fixed-only
-    cands = []
-    if suu > 0:
-        cands.append((su / suu, 0.0))
-    if svv > 0:
-        cands.append((0.0, sv / svv))
-    if not cands:
-        return 1.0, 0.0
-    return min(cands, key=lambda ab: sum((ab[0] * u + ab[1] * v - 1) ** 2 for u, v in pts))
+    total = sum(w for *_, w in pts) or 1.0
+
+    def loss(a: float, b: float) -> float:
+        acc = 0.0
+        for x, n, y, w in pts:
+            f = a * x + b * n
+            acc += w * (abs(math.log(f / y)) if f > 0 else 50.0)
+        return acc / total
+
+    best = min(((a, b) for a in (0.0, *_SCALES) for b in _FIXED if a or b),
+               key=lambda ab: loss(*ab))
+    for step in (100, 1000):  # refine: +-1 grid step in tenths, then +-0.1 step in tenths
+        a0, b0 = best
+        cands = [(a0 * 10 ** (i / step), b0 * 10 ** (2 * j / step)) for i in range(-10, 11)
+                 for j in range(-10, 11)]
+        best = min([best, *cands], key=lambda ab: loss(*ab))
+    # an absolute-error fit tends to pass exactly through samples: try every line through
+    # two of them (the 40 heaviest), and through one with the other parameter at 0
+    top = sorted(pts, key=lambda p: -p[3])[:40]
+    vertices = [(y / x, 0.0) for x, _, y, _ in top if x > 0]
+    vertices += [(0.0, y / n) for _, n, y, _ in top if n > 0]
+    for i, (x1, n1, y1, _) in enumerate(top):
+        for x2, n2, y2, _ in top[i + 1:]:
+            det = x1 * n2 - x2 * n1
+            if abs(det) > 1e-12 * abs(x1 * n2):
+                a, b = (y1 * n2 - y2 * n1) / det, (x1 * y2 - x2 * y1) / det
+                if a >= 0 and b >= 0:
+                    vertices.append((a, b))
+    return min([best, *vertices], key=lambda ab: loss(*ab))
 
 
 def _log_errors(fitted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
@@ -147,21 +179,23 @@ def _log_errors(fitted: Sequence[float], measured: Sequence[float]) -> tuple[flo
     return math.sqrt(sum(e * e for e in errs) / len(errs)), max(abs(e) for e in errs)
 
 
-def _kind_fit(xs: list[float], ns: list[float], ys: list[float]) -> KindFit:
-    a, b = _fit_affine(xs, ns, ys)
+def _kind_fit(xs: list[float], ns: list[float], ys: list[float],
+              ws: list[float] | None = None) -> KindFit:
+    a, b = _fit_affine(xs, ns, ys, ws)
     rms, mx = _log_errors([a * x + b * n for x, n in zip(xs, ns, strict=True)], ys)
     before, _ = _log_errors(xs, ys)
     return KindFit(a, b, len(ys), rms, mx, before)
 
 
 def _fit_kinds(ops: Sequence[OpSample]) -> dict[str, KindFit]:
-    by: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    by: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
     for s in ops:
         if s.measured_s > 0 and s.predicted_s > 0:
-            x, n, y = by.setdefault(s.kind, ([], [], []))
+            x, n, y, w = by.setdefault(s.kind, ([], [], [], []))
             x.append(s.predicted_s)
-            n.append(1.0)
+            n.append(s.calls)
             y.append(s.measured_s)
+            w.append(s.measured_s * s.count)  # its share of the step
     return {k: _kind_fit(*v) for k, v in by.items()}
 
 
@@ -178,7 +212,7 @@ def _step_time(step: StepSample, ops: Iterable[OpSample], kinds: Mapping[str, Ki
     t = 0.0
     for o in ops:
         k = kinds.get(o.kind)
-        t += (k.apply(o.predicted_s) if k else o.predicted_s) * o.count
+        t += (k.apply(o.predicted_s, o.calls) if k else o.predicted_s) * o.count
     if fw is not None:
         t += fw.apply(step.predicted_s, step.op_instances)
     return t
@@ -216,14 +250,28 @@ def fit_calibration(ops: Iterable[OpSample], steps: Iterable[StepSample], *, har
         err["step_mean_abs_rel_error_leave_one_out"] = sum(rel_cv) / len(rel_cv)
     xs = [o.predicted_s for o in op_list if o.measured_s > 0 and o.predicted_s > 0]
     ys = [o.measured_s for o in op_list if o.measured_s > 0 and o.predicted_s > 0]
-    fit = [kinds[o.kind].apply(o.predicted_s) for o in op_list
+    fit = [kinds[o.kind].apply(o.predicted_s, o.calls) for o in op_list
            if o.measured_s > 0 and o.predicted_s > 0]
     err["op_rms_log_error_before"] = _log_errors(xs, ys)[0]
     err["op_rms_log_error"] = _log_errors(fit, ys)[0]
     err["steps"] = float(len(step_list))
+    by_name: dict[str, list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for o in op_list:
+        if o.name:
+            by_name.setdefault(o.name, []).append(o.calls)
+        by_kind.setdefault(o.kind, []).append(o.calls)
     return Calibration(hardware=hardware, ceiling=ceiling, dtype=dtype, kinds=kinds,
-                       framework=fw, device=dict(device or {}), source=dict(source or {}),
+                       framework=fw, calls_per_op={k: _median(v) for k, v in by_name.items()},
+                       calls_per_kind={k: _median(v) for k, v in by_kind.items()},
+                       device=dict(device or {}), source=dict(source or {}),
                        fit_error=err, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -256,10 +304,18 @@ def calibration_from_json(data: Any, file: str = "<calibration>") -> Calibration
     if not isinstance(kinds, Mapping) or not kinds:
         raise SpecError(file, "kinds", "missing or empty")
     fw = data.get("framework")
+    calls = {}
+    for key in ("calls_per_op", "calls_per_kind"):
+        d = data.get(key) or {}
+        if not isinstance(d, Mapping) or not all(
+                isinstance(v, (int, float)) and v >= 0 for v in d.values()):
+            raise SpecError(file, key, "expected an object of non-negative numbers")
+        calls[key] = {k: float(v) for k, v in d.items()}
     return Calibration(
         hardware=data["hardware"], ceiling=data["ceiling"], dtype=data["dtype"],
         kinds={k: _kind_from_json(v, file, f"kinds.{k}") for k, v in kinds.items()},
         framework=_kind_from_json(fw, file, "framework") if fw is not None else None,
+        calls_per_op=calls["calls_per_op"], calls_per_kind=calls["calls_per_kind"],
         device=dict(data.get("device") or {}), source=dict(data.get("source") or {}),
         fit_error={k: float(v) for k, v in (data.get("fit_error") or {}).items()},
         created=str(data.get("created", "")))
@@ -310,11 +366,22 @@ def check_applicable(analysis: Analysis, cal: Calibration) -> list[str]:
     return notes
 
 
+def op_calls(cal: Calibration, name: str, kind: str) -> float:
+    """Framework calls per instance of an analytic op: as profiled for this op (window tags
+    dropped), else the median of its kind, else 1."""
+    base = name.split("@", 1)[0]
+    for key in (name, base):
+        if key in cal.calls_per_op:
+            return cal.calls_per_op[key]
+    return cal.calls_per_kind.get(kind, 1.0)
+
+
 def calibrated_times(analysis: Analysis, cal: Calibration) -> CalibratedTimes:
     """Calibrated per-op (per instance) and step times of one analysis. Pure.
 
-    Comm ops and kinds the calibration has no factor for keep their roofline time (and are
-    listed). With pipeline parallelism the step total scales with the op sum."""
+    Per instance: scale x roofline time + fixed_s x calls (``op_calls``). Comm ops and kinds
+    the calibration has no factor for keep their roofline time (and are listed). With
+    pipeline parallelism the step total scales with the op sum."""
     notes = check_applicable(analysis, cal)
     per: list[float] = []
     missing: set[str] = set()
@@ -330,7 +397,7 @@ def calibrated_times(analysis: Analysis, cal: Calibration) -> CalibratedTimes:
                 missing.add(op.kind)
             t = p.time_s
         else:
-            t = k.apply(p.time_s)
+            t = k.apply(p.time_s, op_calls(cal, op.name, op.kind))
         per.append(t)
         ops_pred += p.time_s * op.count
         ops_cal += t * op.count

@@ -132,6 +132,24 @@ def test_calibrated_times_are_the_stated_affine_map():
     assert any("no calibration for" in n for n in ct.notes)
 
 
+def test_fixed_cost_is_per_framework_call():
+    # two ops of one kind: 1 call and 8 calls per instance; measured = 2 x predicted +
+    # 5 us per call -> the fit finds 5 us per call, and applies it by the op's own calls
+    ops = [OpSample("s", "norm", 2, p, 2 * p + 5e-6 * c, calls=c, name=n)
+           for p in (1e-6, 1e-4) for c, n in ((1, "mlp.residual"), (8, "attn.norm"))]
+    cal = fit_calibration(ops, [], hardware="h100-sxm", ceiling="spec", dtype="bf16")
+    k = cal.kinds["norm"]
+    assert k.scale == pytest.approx(2.0, rel=1e-3) and k.fixed_s == pytest.approx(5e-6, rel=1e-3)
+    assert cal.calls_per_op == {"mlp.residual": 1, "attn.norm": 8}
+    a = _analysis()
+    ct = calibrated_times(a, cal)
+    for p, t in zip(a.points, ct.per_op_s, strict=True):
+        if p.op.name == "attn.norm":
+            assert t == pytest.approx(k.scale * p.time_s + k.fixed_s * 8, rel=1e-12)
+        elif p.op.kind == "norm":  # not profiled: the median calls of its kind
+            assert t == pytest.approx(k.scale * p.time_s + k.fixed_s * 4.5, rel=1e-12)
+
+
 def test_calibration_for_other_hardware_is_refused():
     cal = Calibration(hardware="local", ceiling="spec", dtype="fp32",
                       kinds={"gemm": KindFit(2.0, 0.0, 1, 0, 0, 0)}, framework=None)

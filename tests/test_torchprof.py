@@ -259,3 +259,22 @@ def test_user_module(factory, no_local_spec):
     # inputs + outputs of each torch call, fp32: y = x W^T + b reads x, W, b and writes y
     assert rows["up"]["profiled_bytes"] == 4 * (tokens * WIDTH + HIDDEN * WIDTH + HIDDEN +
                                                 tokens * HIDDEN)
+
+
+# ---- CUDA: kernels through CUPTI (skipped without a GPU) ------------------------------------
+
+@pytest.mark.gpu
+def test_cuda_kernels_attributed(llama_cfg):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    r = profile_transformers(str(llama_cfg), ProfileOptions(
+        device="cuda", dtype="bf16", attn="sdpa", batch=B, seq_len=S, context_len=C,
+        warmup=2, repeat=3))
+    j = r.to_json()
+    assert j["kernels"] and all(k["time_s"] > 0 for k in j["kernels"])
+    for phase in ("prefill", "decode"):
+        rows = _rows(r, phase)
+        for name, flops in _hand_gemm_flops(B * S if phase == "prefill" else B, B).items():
+            assert rows[name]["profiled_flops"] == rows[name]["analytic_flops"] == flops
+            assert rows[name]["measured_time_s"] > 0  # its kernels' time
+    assert j["hardware"]["dtype"] == "bf16" and j["device"]["kind"] == "cuda"

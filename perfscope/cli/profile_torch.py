@@ -121,8 +121,9 @@ def _table(data: dict[str, Any], output: Path | None) -> None:
                   file=open(os.devnull, "w") if output is not None else None)  # noqa: SIM115
     m, hw, dev, cfg = data["model"], data["hardware"], data["device"], data["config"]
     layers = f", {m['layers']} layers" if m.get("layers") else ""
+    n = dev.get("torch_threads")
     con.print(f"{m['name']}{layers} on {dev.get('name', dev.get('device'))} "
-              f"({dev.get('device')}, {cfg['dtype']}, {dev.get('torch_threads')} threads)")
+              f"({dev.get('device')}, {cfg['dtype']}, {n} thread{'' if n == 1 else 's'})")
     con.print(f"roofline: {hw['display_name']}: {si(hw['peak_flops_per_s'], 'FLOP/s')}, "
               f"{si(hw['memory_bandwidth_bytes_s'], 'B/s')}")
     calibrated = any("calibrated_time_s" in o for o in data["ops"])

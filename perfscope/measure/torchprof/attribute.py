@@ -1,11 +1,11 @@
-"""Attribute measured time, FLOPs and bytes to modules, aten ops, kernels and analytic ops.
+"""Attribute measured time, FLOPs and bytes to modules, ops, kernels and analytic ops.
 
-Time comes from the profiled steps: every top-level op of a step (an op whose parent is a
-perfscope scope, not another op) is one call; its time is its CPU time with children on a
-CPU, or the time of all GPU kernels it and its children launched on CUDA. The scope ranges
-around it give its module and function; the same classifier then names its analytic op as for
-the counting run's FLOP and byte records, so time, FLOPs and bytes meet on the same names.
-Per step sums, then the median over the steps.
+Time per call: on CUDA from the profiled steps: every top-level op of a step (an op whose
+parent is a perfscope scope, not another op) is one call, timed by the GPU kernels it and its
+children launched; the scope ranges around it give its module and function. On a CPU from the
+timing run, which clocked every top-level torch call in its scope. The same classifier then
+names the analytic op of every call, as for the counting run's FLOP and byte records, so time,
+FLOPs and bytes meet on the same names. Per step sums, then the median over the steps.
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ class PhaseMeasurement:
     aten_ops: tuple[NamedTime, ...]
     kernels: tuple[NamedTime, ...] = ()
     flop_total: float = 0.0  # FlopCounterMode's Global count
+    wall: TimingStats | None = None  # the uninstrumented step's wall time
+    clock: str = "perf_counter"  # what timed the ops and the step
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -154,12 +156,17 @@ def attribute(result: RunResult, classify: Classifier,
     steps = step_events(result.events)
     out = []
     for run in result.runs:
-        out.append(_phase(run, steps.get(run.phase.name, []), classify, module_types, cuda))
+        out.append(_phase(run, steps.get(run.phase.name, []), classify, module_types, cuda,
+                          result.clock))
     return out
 
 
+def _timed_calls(records: Iterable[CallRecord]) -> list[_Call]:
+    return [_Call(r.module, r.tag, r.op, r.index, r.dim, r.time_s, []) for r in records]
+
+
 def _phase(run: PhaseRun, steps: list[Any], classify: Classifier,
-           module_types: Mapping[str, str], cuda: bool) -> PhaseMeasurement:
+           module_types: Mapping[str, str], cuda: bool, clock: str) -> PhaseMeasurement:
     role_t: list[dict[str, float]] = []
     mod_t: list[dict[str, float]] = []
     mod_self: list[dict[str, float]] = []
@@ -171,9 +178,17 @@ def _phase(run: PhaseRun, steps: list[Any], classify: Classifier,
     role_ops: dict[str, set[str]] = defaultdict(set)
     role_mods: dict[str, set[str]] = defaultdict(set)
     totals = []
-    for si, step in enumerate(steps):
-        calls: list[_Call] = []
-        _walk(step, ("", 0), None, {}, calls, cuda)
+    walked = []
+    if run.timed:  # CPU: the timing run
+        walked = [_timed_calls(step) for step in run.timed]
+    else:
+        for step in steps:
+            calls: list[_Call] = []
+            _walk(step, ("", 0), None, {}, calls, cuda)
+            walked.append(calls)
+    profiled = statistics.median(s.time_range.elapsed_us() * US for s in steps) if steps \
+        else 0.0
+    for si, calls in enumerate(walked):
         rt: dict[str, float] = defaultdict(float)
         mt: dict[str, float] = defaultdict(float)
         ms: dict[str, float] = defaultdict(float)
@@ -233,13 +248,12 @@ def _phase(run: PhaseRun, steps: list[Any], classify: Classifier,
                         key=lambda x: -x.time_s))
     kernels = tuple(sorted((NamedTime(k, kern_n[k], _median_of(kern_t, k)) for k in kern_n),
                            key=lambda x: -x.time_s))
-    profiled = statistics.median(s.time_range.elapsed_us() * US for s in steps) if steps \
-        else 0.0
     return PhaseMeasurement(
         phase=run.phase.name, shape=dict(run.phase.shape), timing=run.timing,
         profiled_step_s=profiled, ops_time_s=statistics.median(totals) if totals else 0.0,
         roles=roles, modules=modules, aten_ops=aten, kernels=kernels,
-        flop_total=float(sum(run.flop_table.get("Global", {}).values())))
+        flop_total=float(sum(run.flop_table.get("Global", {}).values())),
+        wall=run.wall, clock=clock)
 
 
 def _module_flops(table: Mapping[str, Mapping[str, int]]) -> dict[str, float]:

@@ -69,12 +69,15 @@ def quick_spec(device: str, dtype: str, desc: dict[str, Any]) -> HardwareSpec:
         gpus_per_node=1, empirical=None, file="")
 
 
-def device_hardware(device: str, dtype: str, hw: str | None
+def device_hardware(device: str, dtype: str, hw: str | HardwareSpec | None
                     ) -> tuple[HardwareSpec, str, dict[str, Any]]:
-    """(spec for predictions, where it came from, description of the device profiled)."""
+    """(spec for predictions, where it came from, description of the device profiled).
+    ``hw``: a spec name or file, a HardwareSpec, or None for this device's ceilings."""
     from perfscope.specs.loading import LOCAL_NAME, load_hw, local_spec_path
 
     desc = describe_device(device)
+    if isinstance(hw, HardwareSpec):
+        return hw, f"given: {hw.display_name}", desc
     if hw:
         return load_hw(hw), f"--hw {hw}", desc
     path = local_spec_path()

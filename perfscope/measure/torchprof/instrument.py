@@ -37,7 +37,7 @@ FUNCTION_TAGS = {
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One op call seen by the counting run: where it ran and what it cost."""
+    """One op call seen by the counting or the timing run: where it ran, what it cost."""
 
     module: str
     call: int  # id of the module call it ran in
@@ -47,6 +47,7 @@ class CallRecord:
     dim: int | None  # last dimension of its first tensor input
     flops: float = 0.0
     bytes: float = 0.0
+    time_s: float = 0.0
 
 
 @dataclass
@@ -232,7 +233,6 @@ def count_flops_and_bytes(call: Callable[[], Any], scopes: Scopes
     FlopCounterMode table by module and op, and notes on what FlopCounterMode could not see.
     """
     import torch
-    from torch.overrides import TorchFunctionMode
     from torch.utils.flop_counter import FlopCounterMode, flop_registry, shape_wrapper
 
     records: list[CallRecord] = []
@@ -258,32 +258,10 @@ def count_flops_and_bytes(call: Callable[[], Any], scopes: Scopes
     if cpu_sdpa is not None and cpu_sdpa not in flop_registry:
         mapping[cpu_sdpa] = logged(cpu_sdpa, shape_wrapper(_sdpa_cpu_flops))
 
-    byte_scopes = Scopes()  # separate indices: bytes see torch-level calls, not aten ops
-
-    class Bytes(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            name = normalize(getattr(func, "__name__", str(func)))
-            outs = _tensors(out, [])
-            if not outs:
-                return out
-            ins = _tensors(args, _tensors(kwargs, []))
-            storages = {t.untyped_storage().data_ptr() for t in ins if t.device.type != "meta"}
-            view = not is_inplace(name) and all(
-                o.untyped_storage().data_ptr() in storages for o in outs)
-            nbytes = 0.0 if view else sum(map(_nbytes, ins)) + sum(map(_nbytes, outs))
-            byte_scopes.modules[:] = scopes.modules
-            byte_scopes.tags[:] = scopes.tags
-            module, cid, tag, index = byte_scopes.where(name)
-            first = ins[0] if ins else None
-            records.append(CallRecord(module, cid, tag, name, index,
-                                      int(first.shape[-1]) if first is not None and first.dim()
-                                      else None, bytes=nbytes))
-            return out
+    calls = CallMode(scopes, records, count_bytes=True)
 
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with torch.inference_mode(), counter, Bytes():
+    with torch.inference_mode(), counter, calls:
         call()
     table = {k: {normalize(str(op)): int(v) for op, v in d.items()}
              for k, d in counter.get_flop_counts().items()}
@@ -292,3 +270,72 @@ def count_flops_and_bytes(call: Callable[[], Any], scopes: Scopes
                      "aten._scaled_dot_product_flash_attention_for_cpu (SDPA on CPU); perfscope "
                      "counts it with torch's own sdpa_flop_count (the full T x K matrix)")
     return records, table, notes
+
+
+def _call_mode_class() -> type:
+    from torch.overrides import TorchFunctionMode
+
+    class _CallMode(TorchFunctionMode):
+        """Every top-level torch call (F.linear, Tensor.add, torch.cat...: what the profiler
+        shows as top-level ops; calls made inside them are not seen) with its scope, and its
+        time or its bytes."""
+
+        def __init__(self, scopes: Scopes, out: list[CallRecord], *, count_bytes: bool = False,
+                     clock: Callable[[], float] | None = None):
+            super().__init__()
+            self.scopes, self.out, self.count_bytes, self.clock = scopes, out, count_bytes, clock
+            self.own = Scopes()  # own indices: these calls are torch-level, not aten-level
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            clock = self.clock
+            if clock is not None:
+                t0 = clock()
+                out = func(*args, **kwargs)
+                dt = clock() - t0
+            else:
+                out = func(*args, **kwargs)
+                dt = 0.0
+            outs = _tensors(out, [])
+            if not outs:
+                return out
+            name = normalize(getattr(func, "__name__", str(func)))
+            ins = _tensors(args, _tensors(kwargs, []))
+            nbytes = _call_bytes(name, ins, outs) if self.count_bytes else 0.0
+            own = self.own
+            own.modules[:] = self.scopes.modules
+            own.tags[:] = self.scopes.tags
+            module, cid, tag, index = own.where(name)
+            first = ins[0] if ins else None
+            self.out.append(CallRecord(module, cid, tag, name, index,
+                                       int(first.shape[-1]) if first is not None and first.dim()
+                                       else None, bytes=nbytes, time_s=dt))
+            return out
+
+    return _CallMode
+
+
+def CallMode(scopes: Scopes, out: list[CallRecord], *, count_bytes: bool = False,
+             clock: Callable[[], float] | None = None) -> Any:
+    """A TorchFunctionMode recording every top-level torch call into ``out`` (see above)."""
+    return _call_mode_class()(scopes, out, count_bytes=count_bytes, clock=clock)
+
+
+def _call_bytes(name: str, ins: list, outs: list) -> float:
+    """Inputs plus outputs; nothing for a view (its outputs share an input's storage)."""
+    storages = {t.untyped_storage().data_ptr() for t in ins if t.device.type != "meta"}
+    if not is_inplace(name) and all(o.untyped_storage().data_ptr() in storages for o in outs):
+        return 0.0
+    return sum(map(_nbytes, ins)) + sum(map(_nbytes, outs))
+
+
+def time_calls(call: Callable[[], Any], scopes: Scopes, clock: Callable[[], float]
+               ) -> list[CallRecord]:
+    """Run ``call`` once, timing every top-level torch call with ``clock`` (CPU only: on a GPU
+    a call returns before its kernel has run)."""
+    import torch
+
+    records: list[CallRecord] = []
+    with torch.inference_mode(), CallMode(scopes, records, clock=clock):
+        call()
+    return records

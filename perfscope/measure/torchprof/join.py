@@ -194,8 +194,8 @@ def _framework_rows(pm: PhaseMeasurement, analytic_names: set[str]) -> list[OpRo
     overhead = pm.timing.median_s - inside
     note = FRAMEWORK_ROWS["framework.overhead"]
     if overhead < 0:
-        note += ("; the ops timed under the profiler add up to more than the uninstrumented "
-                 "step: the profiler's own cost per op inflates small ops")
+        note += ("; the ops add up to more than the uninstrumented step (timing noise, or "
+                 "the cost of clocking each call)")
     rows.append(OpRow(pm.phase, "framework.overhead", "framework", None, max(0.0, overhead),
                       None, note=note))
     return rows

@@ -30,7 +30,7 @@ class ProfileOptions:
     warmup: int = 2
     repeat: int = 5
     trace: bool = False
-    hw: str | None = None  # spec for predictions (None: the device's measured ceilings)
+    hw: Any = None  # spec name/file or HardwareSpec for predictions (None: measured here)
     layers: int | None = None
     calibration: Any = None  # a perfscope.calibration.Calibration to apply
     threads: int | None = None  # CPU: torch intra-op threads (None: torch's default)
@@ -117,6 +117,17 @@ def cpu_threads(threads: int | None, device: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _timing_note(device: str, clock: str) -> str:
+    if device.startswith("cuda"):
+        return ("op times are the GPU kernels each op launched (CUPTI, from the profiled "
+                "steps); the step time is the synchronised wall time of uninstrumented steps")
+    what = ("the thread's CPU time (one torch thread: other processes sharing the CPU do not "
+            "inflate it)" if clock == "thread_time" else "wall time")
+    return (f"op times: every top-level torch call clocked in a timing run ({what}), not "
+            "under the profiler, whose per-event cost would inflate small CPU ops; the step "
+            "time: uninstrumented steps on the same clock (step_wall_time_s: wall)")
+
+
 def _env_notes(threads: int, device: str) -> list[str]:
     notes = []
     if device == "cpu" and hasattr(os, "getloadavg"):
@@ -125,7 +136,7 @@ def _env_notes(threads: int, device: str) -> list[str]:
         if load > cores:
             notes.append(f"load average {load:.1f} on {cores} cores: other processes shared "
                          "the CPU, timings are noisy")
-    notes.append(f"{threads} torch threads")
+    notes.append(f"{threads} torch thread{'' if threads == 1 else 's'}")
     return notes
 
 
@@ -181,8 +192,7 @@ def _profile_transformers(model: str, o: ProfileOptions, device: str,
 
     notes = list(run.notes) + _env_notes(run.threads, device) + [
         "weights are random (built from the config, nothing downloaded)",
-        "per-op times are taken under torch.profiler with record_shapes, which adds a few "
-        "microseconds per op; the step time is from uninstrumented runs",
+        _timing_note(device, run.clock),
         f"analytic graph: attention {'unfused (eager)' if o.attn == 'eager' else 'flash'}, "
         "residual adds unfused, LM head on the last position only, as transformers runs it"]
     if not run.functions_wrapped:
@@ -233,7 +243,7 @@ def _profile_module(factory: str, o: ProfileOptions, device: str, dtype: str) ->
 
     measured = attribute(run, classify, mods)
     joins = tuple(join_module_phase(pm, hw, dtype, "spec", mods) for pm in measured)
-    notes = list(run.notes) + _env_notes(run.threads, device) + [
+    notes = list(run.notes) + _env_notes(run.threads, device) + [_timing_note(device, run.clock),
         "no analytic graph for a user module: predicted_time_s is the roofline time of each "
         "module's own profiled FLOPs (matrix products only) and bytes"]
     return ProfileResult(

@@ -70,7 +70,8 @@ class ProfileResult:
                 instances += r.count
                 if r.measured_time_s:
                     ops.append(OpSample(label, r.kind, r.count, r.predicted_time_s / r.count,
-                                        r.measured_time_s / r.count))
+                                        r.measured_time_s / r.count,
+                                        calls=max(1.0, r.calls / r.count), name=r.name))
             if p.predicted_time_s is not None:
                 steps.append(StepSample(label, p.measurement.timing.median_s,
                                         unpredicted_time_s(p), p.predicted_time_s, instances))
@@ -91,6 +92,8 @@ def _phase_json(p: PhaseJoin) -> dict[str, Any]:
     return {
         "phase": p.phase, "shape": dict(m.shape), "scenario": dict(p.scenario),
         "step_time_s": m.timing.to_dict(),
+        "step_wall_time_s": m.wall.to_dict() if m.wall else None,
+        "clock": m.clock,
         "profiled_step_time_s": m.profiled_step_s,
         "ops_time_s": m.ops_time_s,
         "predicted_time_s": p.predicted_time_s,

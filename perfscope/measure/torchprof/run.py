@@ -25,6 +25,7 @@ from perfscope.measure.torchprof.instrument import (
     Scopes,
     count_flops_and_bytes,
     instrument,
+    time_calls,
     wrap_cache,
 )
 from perfscope.measure.types import TimingStats
@@ -41,9 +42,11 @@ class Phase:
 @dataclass(frozen=True)
 class PhaseRun:
     phase: Phase
-    timing: TimingStats  # wall time of the uninstrumented step
+    timing: TimingStats  # the uninstrumented step, on the run's clock (see RunResult)
+    wall: TimingStats  # the same steps' wall time
     records: tuple[CallRecord, ...]  # the counting run
     flop_table: dict[str, dict[str, int]]  # FlopCounterMode: module -> op -> FLOPs
+    timed: tuple[tuple[CallRecord, ...], ...] = ()  # CPU: every call timed, per step
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class RunResult:
     notes: tuple[str, ...]
     threads: int
     device: str
+    # CPU, one thread: "thread_time" (the thread's CPU time: other processes on a shared CPU
+    # do not inflate it); else "perf_counter" (wall time)
+    clock: str = "perf_counter"
 
 
 def hf_phases(model: Any, *, batch: int, seq_len: int, context_len: int,
@@ -127,33 +133,51 @@ def _stats(samples: list[float], threads: int, method: str) -> TimingStats:
                        threads=threads, method=method)
 
 
+def _time(ph: Phase, device: str, *, warmup: int, repeat: int, threads: int,
+          clock: str) -> tuple[TimingStats, TimingStats]:
+    """(the chosen clock, wall time) of ``repeat`` steps after ``warmup``, each from a fresh,
+    untimed state."""
+    import torch
+
+    tick = time.thread_time if clock == "thread_time" else time.perf_counter
+    with torch.inference_mode():
+        for _ in range(warmup):
+            ph.step(ph.prepare())
+        _sync(device)
+        on_clock, wall = [], []
+        for _ in range(repeat):
+            state = ph.prepare()
+            _sync(device)
+            c0, t0 = tick(), time.perf_counter()
+            ph.step(state)
+            _sync(device)
+            wall.append(time.perf_counter() - t0)
+            on_clock.append(tick() - c0)
+    method = "perf_counter + cuda.synchronize" if device.startswith("cuda") else clock
+    return _stats(on_clock, threads, method), _stats(wall, threads, method.replace(
+        "thread_time", "perf_counter"))
+
+
 def measure(model: Any, phases: list[Phase], *, device: str, warmup: int, repeat: int,
             trace: bool) -> RunResult:
-    """Time, count and profile every phase of ``model`` (see the module doc)."""
+    """Time, count and profile every phase of ``model``.
+
+    Op times: on CUDA the kernels each op launched, from the profiler; on a CPU a timing run
+    of ``repeat`` steps that clocks every top-level torch call (the profiler's own cost per
+    recorded event, microseconds, would inflate small CPU ops). With one CPU thread the clock
+    is the thread's CPU time, which other processes sharing the CPU do not inflate."""
     import torch
 
     if repeat < 2:
         raise InputError(f"--repeat {repeat}: at least 2 steps make a median")
     if warmup < 0:
         raise InputError(f"--warmup {warmup}: must be >= 0")
+    cuda = device.startswith("cuda")
     threads = int(torch.get_num_threads())
-    method = "perf_counter + cuda.synchronize" if device.startswith("cuda") else "perf_counter"
-    timings: dict[str, TimingStats] = {}
-    with torch.inference_mode():
-        for ph in phases:
-            for _ in range(max(1, warmup)):
-                ph.step(ph.prepare())
-            _sync(device)
-            samples = []
-            for _ in range(repeat):
-                state = ph.prepare()
-                _sync(device)
-                t0 = time.perf_counter()
-                ph.step(state)
-                _sync(device)
-                samples.append(time.perf_counter() - t0)
-            timings[ph.name] = _stats(samples, threads, method)
-
+    clock = "thread_time" if not cuda and threads == 1 else "perf_counter"
+    tick = time.thread_time if clock == "thread_time" else time.perf_counter
+    times = {ph.name: _time(ph, device, warmup=max(1, warmup), repeat=repeat,
+                            threads=threads, clock=clock) for ph in phases}
     scopes = Scopes()
     runs: list[PhaseRun] = []
     notes: list[str] = []
@@ -163,11 +187,19 @@ def measure(model: Any, phases: list[Phase], *, device: str, warmup: int, repeat
             records, table, n = count_flops_and_bytes(functools.partial(ph.step, state),
                                                      scopes)
             notes += [x for x in n if x not in notes]
-            runs.append(PhaseRun(ph, timings[ph.name], tuple(records), table))
+            timed: list[tuple[CallRecord, ...]] = []
+            if not cuda:
+                for i in range(repeat + 1):  # the first is a warm-up through the wrappers
+                    state = wrap_cache(ph.prepare(), scopes)
+                    calls = time_calls(functools.partial(ph.step, state), scopes, tick)
+                    if i:
+                        timed.append(tuple(calls))
+            runs.append(PhaseRun(ph, times[ph.name][0], times[ph.name][1], tuple(records),
+                                 table, tuple(timed)))
         events, trace_json = _profile(phases, scopes, device=device, repeat=repeat,
                                       trace=trace)
     return RunResult(tuple(runs), events, trace_json, tuple(wrapped), tuple(notes), threads,
-                     device)
+                     device, clock)
 
 
 def _profile(phases: list[Phase], scopes: Scopes, *, device: str, repeat: int,
