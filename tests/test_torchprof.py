@@ -198,7 +198,7 @@ def test_modules_and_aten_ops_tables(eager):
     assert q["bytes"] == 4 * (B * S * H + H * HEADS * D + B * S * HEADS * D)  # x, W, y fp32
     attn = mods[("prefill", "model.layers.0.self_attn")]
     assert attn["time_s"] >= q["time_s"]  # a module's time includes its children's
-    assert any(a["op"] == "linear" and a["calls"] == 7 * L + 1 for a in j["aten_ops"]
+    assert any(a["op"] == "aten::linear" and a["calls"] == 7 * L + 1 for a in j["aten_ops"]
                if a["phase"] == "prefill")
 
 

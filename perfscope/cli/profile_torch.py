@@ -45,6 +45,9 @@ def run(args: ProfileArgs) -> None:
     for path, flag in ((args.output, "--output"), (args.trace, "--trace"),
                        (args.calibration_out, "--calibration-out")):
         _check_folder(path, flag)
+    if args.hw_given and "," in args.hw:
+        raise InputError(f"--hw {args.hw}: with --torch-model or --module, predictions are for "
+                         "one device; give one name or spec file")
     if args.module and args.calibration_out:
         raise InputError("--calibration-out fits predictions of the analytic graph: use it "
                          "with --torch-model")
@@ -168,8 +171,11 @@ def _table(data: dict[str, Any], output: Path | None) -> None:
         if eff:
             con.print("roofline efficiency: " + ", ".join(
                 f"{k} {v['efficiency']:.1%}" for k, v in sorted(eff.items())))
-    con.print("FLOP: analytic count; = FlopCounterMode agrees, ! differs, ? counts nothing "
-              "(a blind spot); see the JSON notes")
+    if any(o["analytic_flops"] is not None for o in data["ops"]):
+        con.print("FLOP: analytic count; = FlopCounterMode agrees, ! differs, ? counts "
+                  "nothing (a blind spot); see the JSON notes")
+    else:
+        con.print("FLOP: FlopCounterMode's count (matrix products and attention only)")
     for n in data["notes"]:
         con.print(f"note: {n}")
     if output is not None:

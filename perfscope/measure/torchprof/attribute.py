@@ -79,7 +79,7 @@ class PhaseMeasurement:
     ops_time_s: float  # median over steps of the time inside top-level ops
     roles: Mapping[str, RoleStats]
     modules: tuple[ModuleStat, ...]
-    aten_ops: tuple[NamedTime, ...]
+    aten_ops: tuple[NamedTime, ...]  # top-level ops as the profiler names and times them
     kernels: tuple[NamedTime, ...] = ()
     flop_total: float = 0.0  # FlopCounterMode's Global count
     wall: TimingStats | None = None  # the uninstrumented step's wall time
@@ -96,6 +96,7 @@ class _Call:
     dim: int | None
     time_s: float
     kernels: list[tuple[str, float]]
+    name: str = ""  # as the profiler names it (aten::linear)
 
 
 def _walk(ev: Any, module: tuple[str, int], tag: str | None, counts: dict, out: list[_Call],
@@ -117,7 +118,7 @@ def _walk(ev: Any, module: tuple[str, int], tag: str | None, counts: dict, out: 
             kernels = _kernels(ch) if cuda else []
             t = ch.device_time_total if cuda else ch.cpu_time_total
             out.append(_Call(module[0], tag, op, index, int(first[-1]) if first else None,
-                             t * US, kernels))
+                             t * US, kernels, name))
 
 
 def _kernels(ev: Any) -> list[tuple[str, float]]:
@@ -165,56 +166,58 @@ def _timed_calls(records: Iterable[CallRecord]) -> list[_Call]:
     return [_Call(r.module, r.tag, r.op, r.index, r.dim, r.time_s, []) for r in records]
 
 
+def _named(per_step: list[list[_Call]],
+           items: Callable[[_Call], Iterable[tuple[str, float]]]) -> tuple[NamedTime, ...]:
+    """(name, calls in the first step, median time over the steps), slowest first."""
+    times: list[dict[str, float]] = []
+    calls: dict[str, int] = defaultdict(int)
+    for si, step in enumerate(per_step):
+        t: dict[str, float] = defaultdict(float)
+        for c in step:
+            for name, dur in items(c):
+                t[name] += dur
+                if si == 0:
+                    calls[name] += 1
+        times.append(t)
+    return tuple(sorted((NamedTime(k, calls[k], _median_of(times, k)) for k in calls),
+                        key=lambda x: -x.time_s))
+
+
 def _phase(run: PhaseRun, steps: list[Any], classify: Classifier,
            module_types: Mapping[str, str], cuda: bool, clock: str) -> PhaseMeasurement:
     role_t: list[dict[str, float]] = []
     mod_t: list[dict[str, float]] = []
     mod_self: list[dict[str, float]] = []
-    aten_t: list[dict[str, float]] = []
-    kern_t: list[dict[str, float]] = []
-    aten_n: dict[str, int] = defaultdict(int)
-    kern_n: dict[str, int] = defaultdict(int)
     role_calls: dict[str, int] = defaultdict(int)
     role_ops: dict[str, set[str]] = defaultdict(set)
     role_mods: dict[str, set[str]] = defaultdict(set)
     totals = []
-    walked = []
-    if run.timed:  # CPU: the timing run
-        walked = [_timed_calls(step) for step in run.timed]
-    else:
-        for step in steps:
-            calls: list[_Call] = []
-            _walk(step, ("", 0), None, {}, calls, cuda)
-            walked.append(calls)
+    profiled_calls = []
+    for step in steps:
+        calls: list[_Call] = []
+        _walk(step, ("", 0), None, {}, calls, cuda)
+        profiled_calls.append(calls)
+    # CPU: the timing run; CUDA: the kernels of the profiled steps
+    walked = [_timed_calls(step) for step in run.timed] if run.timed else profiled_calls
     profiled = statistics.median(s.time_range.elapsed_us() * US for s in steps) if steps \
         else 0.0
     for si, calls in enumerate(walked):
         rt: dict[str, float] = defaultdict(float)
         mt: dict[str, float] = defaultdict(float)
         ms: dict[str, float] = defaultdict(float)
-        at: dict[str, float] = defaultdict(float)
-        kt: dict[str, float] = defaultdict(float)
         for c in calls:
             role = classify(c.module, c.tag, c.op, c.index, c.dim)
             rt[role] += c.time_s
             ms[c.module] += c.time_s
             for a in _ancestors(c.module):
                 mt[a] += c.time_s
-            at[c.op] += c.time_s
-            for kname, kdur in c.kernels:
-                kt[kname] += kdur
             if si == 0:
                 role_calls[role] += 1
                 role_ops[role].add(c.op)
                 role_mods[role].add(pattern(c.module))
-                aten_n[c.op] += 1
-                for kname, _ in c.kernels:
-                    kern_n[kname] += 1
         role_t.append(rt)
         mod_t.append(mt)
         mod_self.append(ms)
-        aten_t.append(at)
-        kern_t.append(kt)
         totals.append(sum(c.time_s for c in calls))
 
     flops: dict[str, float] = defaultdict(float)
@@ -244,10 +247,9 @@ def _phase(run: PhaseRun, steps: list[Any], classify: Classifier,
         ModuleStat(m or ROOT, module_types.get(m, ""), _median_of(mod_t, m),
                    _median_of(mod_self, m), mod_flops.get(m, 0.0), mod_bytes.get(m, 0.0))
         for m in module_types)
-    aten = tuple(sorted((NamedTime(k, aten_n[k], _median_of(aten_t, k)) for k in aten_n),
-                        key=lambda x: -x.time_s))
-    kernels = tuple(sorted((NamedTime(k, kern_n[k], _median_of(kern_t, k)) for k in kern_n),
-                           key=lambda x: -x.time_s))
+    # as the profiler names and times them (CPU: its own cost per event included)
+    aten = _named(profiled_calls, lambda c: [(c.name, c.time_s)])
+    kernels = _named(profiled_calls, lambda c: c.kernels)
     return PhaseMeasurement(
         phase=run.phase.name, shape=dict(run.phase.shape), timing=run.timing,
         profiled_step_s=profiled, ops_time_s=statistics.median(totals) if totals else 0.0,
@@ -265,12 +267,3 @@ def _module_flops(table: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
         path = name.partition(".")[2]
         out[path] = out.get(path, 0.0) + float(sum(ops.values()))
     return out
-
-
-def records_by_role(records: Iterable[CallRecord], classify: Classifier) -> dict[str, float]:
-    """FLOPs per analytic op of a counting run (for tests and cross-checks)."""
-    out: dict[str, float] = defaultdict(float)
-    for r in records:
-        if r.flops:
-            out[classify(r.module, r.tag, r.op, r.index, r.dim)] += r.flops
-    return dict(out)

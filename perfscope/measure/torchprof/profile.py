@@ -121,9 +121,9 @@ def _timing_note(device: str, clock: str) -> str:
     if device.startswith("cuda"):
         return ("op times are the GPU kernels each op launched (CUPTI, from the profiled "
                 "steps); the step time is the synchronised wall time of uninstrumented steps")
-    what = ("the thread's CPU time (one torch thread: other processes sharing the CPU do not "
-            "inflate it)" if clock == "thread_time" else "wall time")
-    return (f"op times: every top-level torch call clocked in a timing run ({what}), not "
+    what = ("on the thread's CPU time, which other processes sharing the CPU do not inflate "
+            "(one torch thread)" if clock == "thread_time" else "on wall time")
+    return (f"op times: every top-level torch call clocked in a timing run {what}; not "
             "under the profiler, whose per-event cost would inflate small CPU ops; the step "
             "time: uninstrumented steps on the same clock (step_wall_time_s: wall)")
 
