@@ -165,7 +165,7 @@ def run(args: ProfileArgs) -> None:
                          "shorten them")
     base = Scenario(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype,
                     kv_dtype=args.kv_dtype, group_size=args.group_size, tp=args.tp,
-                    pp=args.pp, ep=args.ep, attention=args.attention,
+                    pp=args.pp, ep=args.ep, attn_dp=args.attn_dp, attention=args.attention,
                     memory_reserve=args.reserve)
     for hw in hws:  # a dtype one of the devices lacks fails now, naming it
         try:
