@@ -55,8 +55,9 @@ from perfscope.serving.engines import (
     load_engines,
     to_toml,
 )
+from perfscope.serving.fitting import fit_step_model, layout_scenario
 from perfscope.serving.simulate import efficiency, serve
-from perfscope.serving.stepmodel import StepModel, fit_step_model, layout_scenario
+from perfscope.serving.stepmodel import StepModel
 from perfscope.specs.loading import load_hw
 from perfscope.specs.model import ModelSpec, load_model
 from perfscope.specs.scenario import Scenario

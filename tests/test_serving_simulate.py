@@ -16,8 +16,8 @@ import pytest
 
 from perfscope import Scenario, analyze, load_hw, load_model
 from perfscope.serving.engines import EngineParams
+from perfscope.serving.fitting import fit_step_model
 from perfscope.serving.simulate import serve
-from perfscope.serving.stepmodel import fit_step_model
 
 BARE = EngineParams(name="bare", display_name="bare", notes="", max_num_tokens=8192,
                     chunked_prefill=False, mixed_batches=False, max_num_seqs=4096,
@@ -79,7 +79,7 @@ def test_tpot_of_one_request_integrates_the_growing_context(setup):
 
 
 def test_overheads_add_where_they_occur(setup):
-    m, hw, sc, sm = setup
+    sm = setup[3]
     eng = dataclasses.replace(BARE, ttft_overhead_s=0.05, step_overhead_s=0.002)
     a = serve(sm, BARE, 1, 1000, 100, **BURST)
     b = serve(sm, eng, 1, 1000, 100, **BURST)
@@ -90,7 +90,7 @@ def test_overheads_add_where_they_occur(setup):
 
 
 def test_kv_capacity_queues_the_rest(setup):
-    m, hw, sc, sm = setup
+    sm = setup[3]
     isl, osl = 4000, 4000
     kv = float(sm.kv_bytes_per_seq(isl + osl))
     # a device whose free memory holds exactly 5 sequences
@@ -107,18 +107,18 @@ def test_kv_capacity_queues_the_rest(setup):
 def test_prefill_of_others_lands_in_the_decode_window(setup):
     """Steady state: with r running, r - 1 other prompts prefill during one request's decode
     window; with long prompts and short outputs TPOT rises well above the decode step."""
-    m, hw, sc, sm = setup
+    sm = setup[3]
     s = serve(sm, BARE, 32, 8000, 100, cluster_scale=1.0, cluster_exponent=0.5)
     assert float(s.tpot_s) > 2 * float(s.decode_step_s)
     # the quadratic's root satisfies its own equation
     X = (100 - 1) * float(s.tpot_s)
     D = (100 - 1) * float(s.decode_step_s)
     first = float(s.ttft_s)
-    assert X == pytest.approx(D + 31 * float(s.prefill_s) * X / (first + X), rel=1e-9)
+    assert pytest.approx(D + 31 * float(s.prefill_s) * X / (first + X), rel=1e-9) == X
 
 
 def test_vectorised_over_concurrency_equals_scalar_calls(setup):
-    m, hw, sc, sm = setup
+    sm = setup[3]
     cs = np.arange(1, 200, 7)
     grid = serve(sm, BARE, cs, 1500, 700, cluster_scale=0.9, cluster_exponent=0.55)
     for i, c in enumerate(cs):

@@ -15,7 +15,8 @@ from perfscope import Scenario, analyze, load_hw, load_model
 from perfscope.analytic.attention import attended_keys, cached_tokens
 from perfscope.analytic.moe import expected_experts
 from perfscope.serving.features import cached, experts_touched, keys_sum
-from perfscope.serving.stepmodel import Efficiency, fit_step_model
+from perfscope.serving.fitting import fit_step_model
+from perfscope.serving.stepmodel import Efficiency
 
 CASES = [
     ("llama-3.1-70b", "h100-sxm", dict(tp=4, weight_dtype="fp8")),
@@ -73,7 +74,7 @@ def test_every_op_matches_analyze(case):
 
 
 def test_vectorised_grid_equals_pointwise(case):
-    m, hw, kw, sm = case
+    sm = case[3]
     B = np.array([1, 8, 64, 250])[:, None]
     C = np.array([10, 1000, 7000])[None, :]
     grid = sm.decode_time(B, C)
@@ -108,7 +109,7 @@ def test_memory_matches_analyze(case):
 
 
 def test_paged_kv_rounds_up_to_whole_blocks(case):
-    m, hw, kw, sm = case
+    m, sm = case[0], case[3]
     one = float(sm.kv_bytes_per_seq(1))
     if m.sliding_window:
         pytest.skip("windowed layers cap the cache")
@@ -118,7 +119,7 @@ def test_paged_kv_rounds_up_to_whole_blocks(case):
 
 
 def test_mixed_step_reduces_to_its_parts(case):
-    m, hw, kw, sm = case
+    sm = case[3]
     assert float(sm.mixed_time(40, 2000, 0, 1, 0)) == pytest.approx(
         float(sm.decode_time(40, 2000)), rel=1e-12)
     assert float(sm.mixed_time(0, 2000, 2, 700, 300)) == pytest.approx(

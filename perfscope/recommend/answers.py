@@ -57,15 +57,27 @@ def longest_context(search: Search, e: Evaluated) -> int:
     return int(L[ok].max()) if ok.any() else 0
 
 
+def largest_batch(search: Search, e: Evaluated) -> int:
+    """Sequences of isl + osl tokens whose whole KV cache fits at once (paged), no matter
+    the engine's cap on sequences in flight."""
+    from perfscope.recommend.space import kv_bits
+
+    req, eng = search.req, search.eng
+    budget = float(_budget(search, e, np.asarray(float(req.isl))))
+    kv = float(e.sm.kv_bytes_per_seq(req.isl + req.osl, kv_bits(e.kv), eng.kv_block_tokens))
+    return max(0, int(budget // kv))
+
+
 def answers(search: Search, top: Candidate | None) -> dict[str, Any]:
     req = search.req
     out: dict[str, Any] = {}
     fits = [e for e in search.evals if e.served.max_running[0] >= 1]
     if fits:
-        e = max(fits, key=lambda e: float(e.served.max_running[0]))
+        sizes = [(largest_batch(search, e), e) for e in fits]
+        n, e = max(sizes, key=lambda t: (t[0], -t[1].st.gpus))
         out["largest_batch"] = {
-            "value": int(e.served.max_running[0]), "per": "replica",
-            "tokens_per_sequence": req.isl + req.osl, **_config(e),
+            "value": n, "per": "replica", "tokens_per_sequence": req.isl + req.osl,
+            **_config(e), "engine_cap": search.eng.max_num_seqs,
             "meaning": f"sequences of {req.isl + req.osl} tokens whose KV cache fits at once "
                        f"(paged in blocks of {search.eng.kv_block_tokens} tokens)"}
         best_ctx = max(((longest_context(search, e), e) for e in fits), key=lambda t: t[0])
@@ -84,7 +96,7 @@ def answers(search: Search, top: Candidate | None) -> dict[str, Any]:
         e_top = _eval_of(search, top)
         if e_top is not None:
             out["top_longest_context"] = longest_context(search, e_top)
-            out["top_largest_batch"] = int(e_top.served.max_running[0])
+            out["top_largest_batch"] = largest_batch(search, e_top)
     return out
 
 
@@ -142,6 +154,11 @@ def quantization_table(search: Search, top: Candidate | None) -> list[dict[str, 
                                   "ttft_s_at_1": float(s.ttft_s[0]),
                                   "weights_per_gpu_bytes": float(e.sm.weights_bytes),
                                   "max_concurrency": int(s.max_running[0])}
+    for st, *_ in search.too_big:  # schemes whose weights fit no layout searched
+        if st.scheme.name not in rows:
+            rows[st.scheme.name] = {"scheme": st.scheme.name, "label": st.scheme.label,
+                                    "best_tokens_per_s_per_gpu": 0.0, "best_config": None,
+                                    "fits": False}
     base = rows.get("bf16") or rows.get("fp16")
     for r in rows.values():
         if base and base["best_tokens_per_s_per_gpu"] > 0:

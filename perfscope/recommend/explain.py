@@ -19,7 +19,7 @@ from perfscope.analytic.ops import OpGraph
 from perfscope.recommend.answers import _eval_of
 from perfscope.recommend.types import Candidate, Recommendation
 from perfscope.roofline import roofline
-from perfscope.serving.stepmodel import layout_scenario
+from perfscope.serving.fitting import layout_scenario
 from perfscope.units import fmt_bytes, fmt_time
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def _kv(search: Search, e: Evaluated, top: Candidate, a: Analysis) -> Recommenda
     i16, i8 = _at(b16, top.concurrency), _at(low, top.concurrency)
     t16 = float(np.max(np.where(search.meets(b16), b16.tokens_per_s_per_gpu, 0)))
     t8 = float(np.max(np.where(search.meets(low), low.tokens_per_s_per_gpu, 0)))
-    msg = (f"A {low.kv} KV cache holds {m8} sequences of {search.req.isl + search.req.osl} "
+    msg = (f"An {low.kv} KV cache holds {m8} sequences of {search.req.isl + search.req.osl} "
            f"tokens per replica instead of {m16} in bf16, and halves what each decode step "
            f"reads from it: step {_ms(float(b16.served.decode_step_s[i16]))} -> "
            f"{_ms(float(low.served.decode_step_s[i8]))} at {top.concurrency} requests.")

@@ -89,22 +89,25 @@ def render_text(r: RecommendResult, width: int = 80, top_n: int = 10) -> str:
                   title="ranked (best concurrency per configuration)")
         for col, just in (("#", "right"), ("layout", "left"), ("w", "left"), ("kv", "left"),
                           ("conc", "right"), ("TTFT", "right"), ("TPOT", "right"),
-                          ("tok/s/GPU", "right"), ("tok/s/usr", "right"), ("mem", "right")):
+                          ("tok/s/GPU", "right"), ("tok/s/usr", "right"), ("GiB", "right")):
             t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
         for i, c in enumerate(r.ranked[:top_n], 1):
             lay = c.layout + (f" x{c.dp}" if c.dp > 1 else "")
             t.add_row(str(i), lay, c.scheme, c.kv_dtype, str(c.concurrency * c.dp),
                       fmt_time(c.ttft_s), fmt_time(c.tpot_s),
                       f"{c.tokens_per_s_per_gpu:,.0f}", f"{c.tokens_per_s_per_user:,.1f}",
-                      fmt_bytes(c.memory_per_gpu_bytes))
+                      f"{c.memory_per_gpu_bytes / 2**30:.1f}")
         con.print(t)
-        con.print("conc: requests in flight on all replicas; mem: per GPU")
+        con.print("conc: requests in flight on all replicas (x N: N replicas); GiB: memory "
+                  "per GPU", overflow="fold")
     a = r.answers
     lines = []
     if "largest_batch" in a:
         lb, lc, sg = a["largest_batch"], a["longest_context"], a["smallest_gpu_count"]
+        cap = (f"; the engine runs at most {lb['engine_cap']}"
+               if lb["value"] > lb["engine_cap"] else "")
         lines.append(f"largest batch that fits: {lb['value']} sequences of "
-                     f"{lb['tokens_per_sequence']} tokens per replica ({_cfg(lb)})")
+                     f"{lb['tokens_per_sequence']} tokens per replica ({_cfg(lb)}{cap})")
         lines.append(f"longest context that fits: {lc['value']:,} tokens ({_cfg(lc)}"
                      + ("; the model's limit" if lc["limited_by"] == "model" else "") + ")")
         lines.append(f"smallest GPU count that fits: {sg['value']} ({_cfg(sg)})")
@@ -127,6 +130,9 @@ def render_text(r: RecommendResult, width: int = 80, top_n: int = 10) -> str:
         for row in r.quantization:
             at = row.get("at_top_layout", {})
             gain = row.get("gain_vs_16bit")
+            if row.get("fits") is False:
+                t.add_row(row["label"], "does not fit", "-", "-", "-", "-")
+                continue
             t.add_row(row["label"], f"{row['best_tokens_per_s_per_gpu']:,.0f}",
                       f"{gain:.2f}x" if gain else "-",
                       fmt_time(at["tpot_s_at_1"]) if at else "-",

@@ -29,9 +29,10 @@ from perfscope.recommend.space import (
 )
 from perfscope.recommend.types import Candidate, RecommendRequest, RecommendResult
 from perfscope.serving.engines import EngineParams, get_engine, load_engines
+from perfscope.serving.fitting import layout_scenario
 from perfscope.serving.predict import step_model
 from perfscope.serving.simulate import Served, efficiency, serve
-from perfscope.serving.stepmodel import Efficiency, StepModel, layout_scenario
+from perfscope.serving.stepmodel import Efficiency, StepModel
 from perfscope.specs.scenario import Scenario
 
 TOP_N = 20

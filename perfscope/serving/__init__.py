@@ -14,7 +14,7 @@ __all__ = ["EngineParams", "Layout", "Prediction", "StepModel", "Workload", "fit
 
 _WHERE = {"EngineParams": "engines", "get_engine": "engines", "load_engines": "engines",
           "Layout": "predict", "Prediction": "predict", "Workload": "predict",
-          "predict": "predict", "StepModel": "stepmodel", "fit_step_model": "stepmodel",
+          "predict": "predict", "StepModel": "stepmodel", "fit_step_model": "fitting",
           "serve": "simulate"}
 
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from perfscope.errors import InputError
 from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
+from perfscope.serving.fitting import fit_step_model, layout_scenario
 from perfscope.serving.simulate import Served, efficiency, serve
-from perfscope.serving.stepmodel import Efficiency, StepModel, fit_step_model, layout_scenario
+from perfscope.serving.stepmodel import Efficiency, StepModel
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Scenario
