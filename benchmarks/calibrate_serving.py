@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     cv = None if (args.check or args.quick) else \
         cross_validate(groups, by_engine, bases, table.engines["neutral"], law)
     report = _report(fitted, by_engine, groups, law, cv)
+    batch1_check(fitted, law)
     if not args.check:
         new = EngineTable(
             {name: dataclasses.replace(eng, error=report.get(name, {}))
@@ -405,6 +406,43 @@ def _scheduler_defaults(engine: str, neutral: EngineParams) -> EngineParams:
                         kv_block_tokens=1, memory_fraction=0.88, memory_policy="total",
                         kv_admission="current")}[engine]
     return dataclasses.replace(neutral, name=engine, notes="", error={}, **d)
+
+
+def batch1_check(fitted: dict[str, EngineParams], law: Law) -> None:
+    """An independent check, not fitted: single-request decode tokens/s against gpt-fast's
+    published A100 figures (published-figures.json, 3-llm-decode-batch1; a 5-token prompt,
+    200 tokens out). gpt-fast is none of these engines; the ratio shows whether each
+    engine's fixed costs and efficiencies stay physical on a device and precision the
+    serving rows never saw."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from validate_decode_batch1 import parse
+
+    from perfscope.serving.predict import Layout, Workload, predict
+
+    ref = DATA.parent / "published-figures.json"
+    if not ref.is_file():
+        return
+    cases = [c for c in (parse(r) for r in json.loads(ref.read_text())
+                         if r["category"] == "3-llm-decode-batch1") if c]
+    table = load_engines()
+    hw = load_hw("a100-sxm-80gb")
+    tab = dataclasses.replace(table, engines=fitted, cluster_scale=law[0],
+                              cluster_exponent=law[1])
+    print("\nbatch-1 decode vs gpt-fast on A100 (not fitted): predicted / measured tokens/s")
+    for e in (*ENGINES, "neutral"):
+        ratios = []
+        for c in cases:
+            m = load_model(c["model"])
+            try:
+                p = predict(m, hw, Layout(tp=c["tp"]), Workload(5, 200, 1), engine=e,
+                            weight_dtype=c["weight_dtype"], group_size=c["group"], table=tab)
+            except PerfscopeError:
+                continue
+            if p.fits:
+                ratios.append(p.tokens_per_s_per_user / c["measured"])
+        r = np.array(ratios)
+        print(f"{e:8s} {len(r):3d} cases: median ratio {np.median(r):.2f}, mean |error| "
+              f"{np.mean(np.abs(r - 1)):.1%}")
 
 
 def _values(e: EngineParams) -> dict[str, float]:

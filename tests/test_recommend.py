@@ -198,3 +198,12 @@ def test_cli_bad_input_one_line():
     r = run(*ARGS[:6], "--weight-dtypes", "fp7")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "--weight-dtypes" in r.stderr
+
+
+def test_fp8_dropped_on_a100_is_explained_next_to_the_choice():
+    r = recommend(RecommendRequest(load_model("llama-3.1-8b"), load_hw("a100-sxm-80gb"),
+                                   gpus=1, isl=512, osl=128, weight_dtypes=("bf16", "fp8"),
+                                   kv_dtypes=("bf16",), max_concurrency=64))
+    assert r.status == "ok" and r.top is not None and r.top.scheme == "bf16"
+    rules = {x.rule: x for x in r.recommendations}
+    assert "Hopper" in rules["quant.fp8_unsupported"].message

@@ -59,11 +59,24 @@ def explain(search: Search, top: Candidate) -> list[Recommendation]:
     pre = _step(search, e, "prefill", 1)
     recs = [_decode_bound(search, e, top, dec), _batch(search, e, top),
             _prefill_bound(search, top, pre)]
+    # (the rules below return None where they have nothing to compare)
     for rule in (_quant, _kv, _tp, _pp):
         r = rule(search, e, top, dec)
         if r is not None:
             recs.append(r)
+    fp8 = _fp8_unsupported(search)
+    if fp8 is not None:
+        recs.append(fp8)
     return recs
+
+
+def _fp8_unsupported(search: Search) -> Recommendation | None:
+    gone = [k for k in search.dropped if "fp8 math needs Hopper" in k]
+    if not gone:
+        return None
+    return Recommendation("quant.fp8_unsupported", gone[0] + ": use int8 W8A8 for "
+                          "compute-bound prefill, or int8/int4 weight-only for memory-bound "
+                          "decode.", {}, None)
 
 
 def _decode_bound(search: Search, e: Evaluated, top: Candidate, a: Analysis) -> Recommendation:
@@ -151,11 +164,6 @@ def _at(e: Evaluated, c: int) -> int:
 def _quant(search: Search, e: Evaluated, top: Candidate, a: Analysis) -> Recommendation | None:
     others = _same(search, top, scheme=None)
     if len(others) < 2:
-        fp8_gone = [k for k in search.dropped if "fp8 math needs Hopper" in k]
-        if fp8_gone:
-            return Recommendation("quant.fp8_unsupported", fp8_gone[0] + ": use int8 W8A8 "
-                                  "for compute-bound prefill, or int8/int4 weight-only for "
-                                  "memory-bound decode.", {}, None)
         return None
     i = _at(e, top.concurrency)
     parts, ev = [], {}
