@@ -15,10 +15,10 @@ expert-parallel degree and ``moe_tp_size`` the tensor split of each expert;
 ``gemm_quant_mode`` the weight/GEMM format (fp8, fp8_block: W8A8 fp8; nvfp4: fp4).
 
 Fitted per engine (perfscope/serving/engines.py documents each, with its bounds): compute and
-bandwidth efficiency against the empirical ceilings, MoE bandwidth efficiency, fixed cost per
-kernel, per small all-reduce, per step, and per request before the first token; plus one
-benchmark law shared by all engines (prompts arrive in clusters of ``scale x c ^ exponent``,
-simulate.py). The loss is
+bandwidth efficiency against the empirical ceilings, the same two for MoE expert kernels on top,
+fixed cost per kernel, per small all-reduce, per step, and per request before the first
+token; plus one benchmark law shared by all engines (prompts arrive in clusters of
+``scale x c ^ exponent``, simulate.py). The loss is
 the mean squared log error of TPOT plus half that of TTFT, minimised by Nelder-Mead on
 logit-transformed parameters, with a weak pull towards the middle of each range so a parameter
 the data cannot see stays unremarkable. Cross-validation: leave-one-model-out within each
@@ -265,8 +265,8 @@ def fit_engine(groups: list[Group], base: EngineParams, law: Law,
     """Fit ``base``'s parameters to ``groups``. ``prior``: values to stay near (the neutral
     fit, for an engine: an engine deviates from the shared kernels only where its rows say
     so); without one, a weak pull to the middle of each parameter's range."""
-    names = [k for k in FITTED if any(g.sm.model.moe for g in groups)
-             or k != "moe_bandwidth_efficiency"]
+    moe = any(g.sm.model.moe for g in groups)
+    names = [k for k in FITTED if moe or not k.startswith("moe_")]
     x0 = _to_x(prior or START, names)
     centre = x0 if prior else np.zeros(len(names))
     weight = PRIOR_WEIGHT if prior else 1e-3
@@ -311,7 +311,7 @@ def errors(groups: list[Group], eng: EngineParams, law: Law) -> tuple[np.ndarray
 # ---- main ----------------------------------------------------------------------------------
 
 START = {"flops_efficiency": 0.7, "bandwidth_efficiency": 0.85,
-         "moe_bandwidth_efficiency": 0.7, "kernel_overhead_s": 2e-6,
+         "moe_flops_efficiency": 0.5, "moe_bandwidth_efficiency": 0.7, "kernel_overhead_s": 2e-6,
          "collective_latency_s": 10e-6, "step_overhead_s": 0.5e-3, "ttft_overhead_s": 0.02}
 LAW0: Law = (1.0, 0.5)
 ITERS = (400, 150)

@@ -99,9 +99,9 @@ def layouts(model: ModelSpec, gpus: int, max_gpus: int, node: int,
             dropped: dict[str, int]) -> Iterator[tuple[int, int, int, int]]:
     """(tp, pp, ep, attn_dp) whose GPUs per replica divide the GPUs given.
 
-    Pipeline parallelism is searched at 2 stages inside a node (it never shortens a step, so
-    deeper pipelines only matter where a model must span nodes: there every depth that
-    keeps TP inside a node is tried)."""
+    Tensor parallelism stays inside a node. Pipeline parallelism is searched at 2 stages
+    inside a node (it never shortens a step, so deeper pipelines only matter where a model
+    must span nodes: there every depth that keeps TP inside a node is tried)."""
     adps = (1, 2, 4, 8) if (model.moe is not None and has_attn_dp()) else (1,)
     for tp in POWERS:
         for pp in POWERS:
@@ -110,6 +110,9 @@ def layouts(model: ModelSpec, gpus: int, max_gpus: int, node: int,
                 if g > max_gpus or gpus % g:
                     continue
                 if pp > 2 and (g <= node or tp * adp > node):
+                    continue
+                if tp > node:  # tensor parallelism stays on the node's GPU link
+                    dropped[f"TP{tp}: beyond the {node} GPUs of a node"] += 1
                     continue
                 why = _layout_problem(model, tp, pp)
                 if why:

@@ -21,8 +21,8 @@ Documented defaults (from each engine's own configuration, not fitted):
 
 Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded):
 - ``flops_efficiency``, ``bandwidth_efficiency``: achieved fraction of the ceilings' compute
-  and HBM roofs by the engine's kernels; ``moe_bandwidth_efficiency`` on top for grouped
-  expert GEMMs;
+  and HBM roofs by the engine's kernels; ``moe_flops_efficiency`` and
+  ``moe_bandwidth_efficiency`` on top of them for the grouped expert GEMMs of MoE models;
 - ``kernel_overhead_s``: fixed cost per kernel inside the engine's CUDA graph;
 - ``collective_latency_s``: fixed cost of one small all-reduce with the engine's own kernels
   (replaces the ring latency of the link spec; bandwidth still from the link);
@@ -45,11 +45,13 @@ from perfscope.specs._toml import Fields, read_toml
 
 ENGINES_SCHEMA = "perfscope.engines/1"
 DEFAULT_ENGINE = "neutral"
-FITTED = ("flops_efficiency", "bandwidth_efficiency", "moe_bandwidth_efficiency",
+FITTED = ("flops_efficiency", "bandwidth_efficiency", "moe_flops_efficiency",
+          "moe_bandwidth_efficiency",
           "kernel_overhead_s", "collective_latency_s", "step_overhead_s", "ttft_overhead_s")
 # physical bounds of the fitted parameters (the calibration stays inside them)
 BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType({
     "flops_efficiency": (0.2, 1.0), "bandwidth_efficiency": (0.3, 1.0),
+    "moe_flops_efficiency": (0.05, 1.0),
     "moe_bandwidth_efficiency": (0.15, 1.0), "kernel_overhead_s": (0.0, 20e-6),
     "collective_latency_s": (2e-6, 60e-6), "step_overhead_s": (0.0, 10e-3),
     "ttft_overhead_s": (0.0, 0.3)})
@@ -70,6 +72,7 @@ class EngineParams:
     kv_admission: str  # full | current
     flops_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
+    moe_flops_efficiency: float = 1.0
     moe_bandwidth_efficiency: float = 1.0
     kernel_overhead_s: float | None = None
     collective_latency_s: float | None = None

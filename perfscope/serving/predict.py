@@ -19,7 +19,7 @@ from perfscope.errors import InputError
 from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
 from perfscope.serving.fitting import fit_step_model, layout_scenario
 from perfscope.serving.simulate import Served, efficiency, serve
-from perfscope.serving.stepmodel import Efficiency, StepModel
+from perfscope.serving.stepmodel import Efficiency, StepModel, roofs
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Scenario
@@ -228,8 +228,7 @@ def op_table(sm: StepModel, phase: str, seqs: float, context: float,
     flops = phi @ pm.flops.T
     kv_scale = (kv_bits or sm.kv_bits_fit) / sm.kv_bits_fit
     nbytes = phi @ (pm.hbm + kv_scale * pm.kv).T
-    peak = pm.peak * eff.flops
-    bw = pm.bw * np.where(pm.expert, eff.bandwidth * eff.moe_bandwidth, eff.bandwidth)
+    peak, bw = roofs(pm, eff)
     rows = []
     for i, name in enumerate(pm.names):
         link = bool(pm.link[i])

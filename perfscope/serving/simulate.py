@@ -76,7 +76,7 @@ def efficiency(eng: EngineParams, ceiling: str) -> Efficiency:
         return Efficiency(1.0, 1.0, 1.0, eng.kernel_overhead_s, eng.collective_latency_s)
     return Efficiency(eng.flops_efficiency, eng.bandwidth_efficiency,
                       eng.moe_bandwidth_efficiency, eng.kernel_overhead_s,
-                      eng.collective_latency_s)
+                      eng.collective_latency_s, eng.moe_flops_efficiency)
 
 
 def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any, *,

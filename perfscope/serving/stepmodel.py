@@ -51,6 +51,7 @@ class Efficiency(NamedTuple):
     moe_bandwidth: float = 1.0  # grouped-GEMM expert kernels, on top of ``bandwidth``
     kernel_overhead_s: float | None = None
     collective_latency_s: float | None = None
+    moe_flops: float = 1.0  # grouped-GEMM expert kernels, on top of ``flops``
 
 
 IDEAL = Efficiency()
@@ -100,6 +101,13 @@ class PhaseModel(NamedTuple):
     collectives: tuple[str | None, ...]  # all_reduce, all_gather, p2p (comm ops)
 
 
+def roofs(pm: PhaseModel, eff: Efficiency) -> tuple[np.ndarray, np.ndarray]:
+    """Each op's compute and bandwidth roof as the engine reaches them (FLOP/s, bytes/s)."""
+    peak = pm.peak * np.where(pm.expert, eff.flops * eff.moe_flops, eff.flops)
+    bw = pm.bw * np.where(pm.expert, eff.bandwidth * eff.moe_bandwidth, eff.bandwidth)
+    return peak, bw
+
+
 @dataclasses.dataclass(frozen=True)
 class StepModel:
     """Vectorised step time and memory of one structural configuration (see module doc)."""
@@ -142,8 +150,7 @@ class StepModel:
             nbytes = nbytes + phi @ pm.kv.T
         else:
             nbytes = nbytes + scale * (phi @ pm.kv.T)
-        peak = pm.peak * eff.flops
-        bw = pm.bw * np.where(pm.expert, eff.bandwidth * eff.moe_bandwidth, eff.bandwidth)
+        peak, bw = roofs(pm, eff)
         fixed = pm.fixed_s if eff.kernel_overhead_s is None else \
             np.where(pm.link, 0.0, eff.kernel_overhead_s)
         t = np.maximum(flops / peak, nbytes / bw) + fixed + phi @ pm.deq_s.T
