@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -128,3 +129,23 @@ def test_cli_bad_input_one_line_no_traceback():
     assert len(r.stderr.strip().splitlines()) == 1 and "--osl" in r.stderr
     r = run("predict", *ARGS, "--engine", "nope")
     assert r.returncode != 0 and "--engine" in r.stderr
+
+
+def test_engines_file_is_strict(tmp_path):
+    from perfscope.errors import SpecError
+    from perfscope.serving.engines import engines_file, to_toml
+
+    good = engines_file().read_text()
+    bad = tmp_path / "typo.toml"
+    bad.write_text(good.replace("max_num_seqs = 1024", "max_num_seq = 1024", 1))
+    with pytest.raises(SpecError, match="max_num_seq"):
+        load_engines(str(bad))
+    wild = tmp_path / "wild.toml"
+    wild.write_text(re.sub(r"\nbandwidth_efficiency = [0-9.e-]+", "\nbandwidth_efficiency = 7.0",
+                           good, count=1))
+    with pytest.raises(SpecError, match="physical range"):
+        load_engines(str(wild))
+    # what the calibration writes reads back to the same table
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(load_engines()))
+    assert load_engines(str(again)).engines == load_engines().engines

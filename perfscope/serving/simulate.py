@@ -122,7 +122,6 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
     p_own = p_own + n_ch * o_s
     delta = np.maximum(p_own - n_ch * d, 0.0) if eng.mixed_batches else p_own
 
-
     # ---- time to first token: a cluster of k prompts queues its prefills ------------------
     k = np.clip(cluster_scale * c ** cluster_exponent, 1.0, r)
     first = _cluster_ttft(sm, eng, eff, kv_bits, k, r, isl, ctx, d, M)
