@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from perfscope.analysis import analyze
 from perfscope.errors import InputError, PerfscopeError
 from perfscope.recommend.space import (
     Structural,
@@ -29,7 +28,7 @@ from perfscope.recommend.space import (
 )
 from perfscope.recommend.types import Candidate, RecommendRequest, RecommendResult
 from perfscope.serving.engines import EngineParams, get_engine, load_engines
-from perfscope.serving.fitting import layout_scenario
+from perfscope.serving.fitting import WeightsDoNotFit, layout_scenario
 from perfscope.serving.predict import step_model
 from perfscope.serving.simulate import Served, efficiency, serve
 from perfscope.serving.stepmodel import Efficiency, StepModel
@@ -133,14 +132,12 @@ def run_search(req: RecommendRequest) -> Search:
                                  ceiling=req.ceiling, **sch.scenario_kwargs())
             t0 = time.perf_counter()
             try:
-                # one probe first: most hopeless layouts end here, before the 19-probe fit
-                w = analyze(req.model, req.hw, layout_scenario(
-                    sc, phase="decode", batch=adp, context_len=1)).memory.weights_bytes
-                if w >= usable:
-                    dropped["the weights alone fill the GPU"] += 1
-                    search.too_big.append((st, w, usable))
-                    continue
-                sm = step_model(req.model, req.hw, sc)
+                # hopeless layouts stop after the fit's first probe
+                sm = step_model(req.model, req.hw, sc, usable)
+            except WeightsDoNotFit as e:
+                dropped["the weights alone fill the GPU"] += 1
+                search.too_big.append((st, e.weights_bytes, usable))
+                continue
             except PerfscopeError as e:
                 dropped[str(e).split(";")[0]] += 1
                 continue
@@ -217,7 +214,7 @@ def recommend(req: RecommendRequest) -> RecommendResult:
         for j in pareto_front(pts):
             k, i = front_ref[j]
             pareto += candidates(search, search.evals[k], np.array([i]))
-        pareto.sort(key=lambda c: c.tokens_per_s_per_user)
+        pareto = _thin(sorted(pareto, key=lambda c: c.tokens_per_s_per_user))
     t_eval = search.eval_s
     if not search.evals or not any(e.feasible.any() for e in search.evals):
         status = "no_fit"
@@ -246,6 +243,19 @@ def recommend(req: RecommendRequest) -> RecommendResult:
     return RecommendResult(req, search.eng.name, status, message, top, tuple(ranked[:TOP_N]),
                            tuple(pareto), tuple(cloud), tuple(recs), ans, tuple(quant),
                            searched, _uncertainty(search))
+
+
+def _thin(front: list[Candidate], rel: float = 0.01) -> list[Candidate]:
+    """Keep Pareto points at least ``rel`` apart in tokens/s per user (and both ends): every
+    concurrency is searched, so the raw front has a point per request along it."""
+    if len(front) <= 2:
+        return front
+    out = [front[0]]
+    for c in front[1:-1]:
+        if c.tokens_per_s_per_user >= out[-1].tokens_per_s_per_user * (1 + rel):
+            out.append(c)
+    out.append(front[-1])
+    return out
 
 
 def _uncertainty(search: Search) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from perfscope.analysis import Analysis, analyze
 from perfscope.analytic.ops import OpGraph
+from perfscope.errors import PerfscopeError
 from perfscope.roofline import roofline
 from perfscope.serving.features import FeatureSpace
 from perfscope.serving.stepmodel import (
@@ -41,7 +42,7 @@ def attn_dp_of(s: Scenario) -> int:
     return int(getattr(s, "attn_dp", 1) or 1)
 
 
-def _probes(max_pos: int, windows, dp: int, n_fill: int) -> tuple[
+def _probes(max_pos: int, windows, dp: int, n_dec: int, n_fill: int) -> tuple[
         list[tuple[int, int]], list[tuple[int, int, int]]]:
     """Probe steps spread so every feature column varies; lengths fit the context."""
     L = max(64, max_pos - 2)
@@ -51,8 +52,9 @@ def _probes(max_pos: int, windows, dp: int, n_fill: int) -> tuple[
     def ln(x: float) -> int:
         return max(1, min(L - 1, int(x)))
 
-    dec = [(1 * dp, ln(17)), (3 * dp, ln(0.04 * span)), (8 * dp, ln(0.21 * span)),
-           (21 * dp, ln(0.011 * span)), (64 * dp, ln(0.9 * span)), (13 * dp, ln(0.55 * span))]
+    dec = [(1 * dp, ln(17)), (64 * dp, ln(0.9 * span)), (8 * dp, ln(0.21 * span)),
+           (3 * dp, ln(0.04 * span)), (21 * dp, ln(0.011 * span)), (5 * dp, ln(0.7 * span))]
+    dec = [*dec[:n_dec], (13 * dp, ln(0.55 * span))]  # the last one checks
     # tiny steps too (few tokens touch few experts); prompts from an empty cache and chunks
     # over a cached prefix alternate, so any prefix of this list varies every column
     fill = [(1, 2, 0), (1, 3, ln(0.15 * span)), (2, ln(0.09 * span), 0),
@@ -67,19 +69,37 @@ def _probes(max_pos: int, windows, dp: int, n_fill: int) -> tuple[
     return dec, fill
 
 
-def fit_step_model(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> StepModel:
+class WeightsDoNotFit(PerfscopeError):
+    """The weights alone exceed the memory the caller allows (``fit_step_model``)."""
+
+    def __init__(self, weights_bytes: float, usable_bytes: float):
+        super().__init__(f"the weights need {weights_bytes / 2**30:.1f} GiB per GPU, more than "
+                         f"the {usable_bytes / 2**30:.1f} GiB usable")
+        self.weights_bytes, self.usable_bytes = weights_bytes, usable_bytes
+
+
+def fit_step_model(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
+                   usable_bytes: float | None = None) -> StepModel:
     """Fit the decode and fill models of ``scenario``'s configuration from ``analyze()`` probes
-    (about 15 calls), and check each on a probe it did not fit. Batch and lengths of ``scenario``
-    are ignored; attention runs flash (as every serving engine does)."""
+    (13 calls for a dense model with full attention), and check each on a probe it did not
+    fit. Batch and lengths of ``scenario`` are ignored; attention runs flash (as every serving
+    engine does). With ``usable_bytes``, stops after the first probe with WeightsDoNotFit
+    when the weights per GPU alone exceed it."""
     base = layout_scenario(scenario, attention="flash", batch=1)
     dp = attn_dp_of(base)
     fs = FeatureSpace([w for w, _ in model.window_groups],
                       (model.moe.n_experts, model.moe.top_k) if model.moe else None)
-    # two probes more than the fill model has columns, then one to check the fit
-    dec_pts, fill_pts = _probes(model.max_position, fs.windows, dp, min(12, fs.size + 2))
-    dec_runs = [analyze(model, hw, layout_scenario(base, phase="decode", batch=b,
-                                                   context_len=c, seq_len=1))
-                for b, c in dec_pts]
+    # as many probes as each model has independent columns, one spare for the fill model,
+    # then one to check: decode sees (1, B, B C per window, experts); fill sees them all
+    n_dec = 2 + len(fs.windows) + (1 if fs.moe else 0)
+    dec_pts, fill_pts = _probes(model.max_position, fs.windows, dp, min(6, n_dec),
+                                min(12, fs.size + 1))
+    first = analyze(model, hw, layout_scenario(base, phase="decode", batch=dec_pts[0][0],
+                                               context_len=dec_pts[0][1], seq_len=1))
+    if usable_bytes is not None and first.memory.weights_bytes >= usable_bytes:
+        raise WeightsDoNotFit(first.memory.weights_bytes, usable_bytes)
+    dec_runs = [first] + [analyze(model, hw, layout_scenario(
+        base, phase="decode", batch=b, context_len=c, seq_len=1)) for b, c in dec_pts[1:]]
     fill_runs = [analyze(model, hw, layout_scenario(
         base, phase="prefill" if c0 == 0 else "chunked_prefill", batch=b, seq_len=t,
         context_len=c0)) for b, t, c0 in fill_pts]

@@ -17,7 +17,7 @@ import numpy as np
 
 from perfscope.errors import InputError
 from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
-from perfscope.serving.fitting import fit_step_model, layout_scenario
+from perfscope.serving.fitting import WeightsDoNotFit, fit_step_model, layout_scenario
 from perfscope.serving.simulate import Served, efficiency, serve
 from perfscope.serving.stepmodel import Efficiency, StepModel, roofs
 from perfscope.specs.hardware import HardwareSpec
@@ -122,13 +122,16 @@ class Prediction:
 _CACHE: dict[tuple, tuple[ModelSpec, HardwareSpec, StepModel]] = {}
 
 
-def step_model(model: ModelSpec, hw: HardwareSpec, scenario: Scenario) -> StepModel:
+def step_model(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
+               usable_bytes: float | None = None) -> StepModel:
     """``fit_step_model``, memoised per (model, device, configuration) in this process."""
     key = (id(model), id(hw), scenario)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is model and hit[1] is hw:
+        if usable_bytes is not None and hit[2].weights_bytes >= usable_bytes:
+            raise WeightsDoNotFit(hit[2].weights_bytes, usable_bytes)
         return hit[2]
-    sm = fit_step_model(model, hw, scenario)
+    sm = fit_step_model(model, hw, scenario, usable_bytes)
     if len(_CACHE) > 512:
         _CACHE.clear()
     _CACHE[key] = (model, hw, sm)
