@@ -131,15 +131,17 @@ def _eval_of(search: Search, c: Candidate) -> Evaluated | None:
     return None
 
 
-def quantization_table(search: Search, top: Candidate | None) -> list[dict[str, Any]]:
-    """Per weight scheme: the best throughput under the targets anywhere in the search, and
-    at the top choice's layout the single-request TPOT and TTFT and the batch that fits."""
+def quantization_table(search: Search, top: Candidate | None,
+                       any_meets: bool = True) -> list[dict[str, Any]]:
+    """Per weight scheme: the best throughput under the targets anywhere in the search (of
+    what fits, when nothing meets them), and at the top choice's layout the single-request
+    TPOT and TTFT and the batch that fits."""
     rows: dict[str, dict[str, Any]] = {}
     for e in search.evals:
         name = e.st.scheme.name
         r = rows.setdefault(name, {"scheme": name, "label": e.st.scheme.label,
                                    "best_tokens_per_s_per_gpu": 0.0, "best_config": None})
-        ok = search.meets(e)
+        ok = search.meets(e) if any_meets else e.feasible
         tps = e.tokens_per_s_per_gpu
         if ok.any():
             i = np.flatnonzero(ok)[np.argmax(tps[ok])]

@@ -30,6 +30,10 @@ def _ms(t: float) -> str:
     return fmt_time(t)
 
 
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _step(search: Search, e: Evaluated, phase: str, batch: int) -> Analysis:
     req = search.req
     sc = e.sm.scenario
@@ -285,7 +289,11 @@ def explain_failure(search: Search, status: str,
             msg = (f"{req.model.name} fits nowhere on {req.gpus} x {req.hw.display_name}: "
                    f"the smallest weight footprint allowed is {fmt_bytes(w)} per GPU "
                    f"(TP{st.tp} PP{st.pp} {st.scheme.label}) against {fmt_bytes(usable)} "
-                   f"usable; it needs about {need} GPUs, or lower-bit weights")
+                   f"usable; it needs about {need} GPUs, or lower-bit weights "
+                   "(--weight-dtypes int8,int4)")
+            for why in sorted(search.dropped):
+                if "Hopper" in why or "dtype" in why:
+                    msg += f"; {why}"
             return msg + ".", [Recommendation("fit.weights", msg + ".", {
                 "weights_per_gpu_bytes": w, "usable_per_gpu_bytes": usable,
                 "gpus_needed": float(need)})]
@@ -322,7 +330,7 @@ def explain_failure(search: Search, status: str,
     targets = " and ".join(f"{k} <= {_ms(v)}" for k, v in (("TTFT", req.ttft_s),
                                                             ("TPOT", req.tpot_s)) if v)
     msg = (f"No configuration meets {targets}. Closest: TP{e.st.tp} PP{e.st.pp} "
-           f"{e.st.scheme.label}, KV {e.kv}, {int(s.concurrency[i])} requests: TTFT "
+           f"{e.st.scheme.label}, KV {e.kv}, {_n(int(s.concurrency[i]), 'request')}: TTFT "
            f"{_ms(float(s.ttft_s[i]))}, TPOT {_ms(float(s.tpot_s[i]))}. The fastest any "
            f"allowed configuration gets: TPOT {_ms(min_tpot)} (one request streaming its "
            f"weights), TTFT {_ms(min_ttft)}.")

@@ -238,8 +238,10 @@ def recommend(req: RecommendRequest) -> RecommendResult:
                 "discarded": dict(search.dropped), "fit_s": search.fit_s, "eval_s": t_eval,
                 "candidates_per_s": n_cand / t_eval if t_eval > 0 else None,
                 "total_s": time.perf_counter() - t0}
-    ans = answers(search, top)
-    quant = quantization_table(search, top)
+    # where nothing meets the targets, the closest configuration stands in for the top one
+    ref = top if top is not None else (ranked[0] if ranked else None)
+    ans = answers(search, ref) if status != "no_fit" else {}
+    quant = quantization_table(search, ref, any_meets)
     return RecommendResult(req, search.eng.name, status, message, top, tuple(ranked[:TOP_N]),
                            tuple(pareto), tuple(cloud), tuple(recs), ans, tuple(quant),
                            searched, _uncertainty(search))

@@ -79,7 +79,7 @@ def precision_problem(hw: HardwareSpec, sch: Scheme, kv: str | None = None) -> s
             return (f"{sch.label}: {hw.display_name} has no fp8 tensor cores (fp8 math "
                     "needs Hopper or newer)")
         if kv is not None:
-            return f"KV {kv}: {e}"
+            return str(e).split(";")[0]
         return f"{sch.label}: {e}"
     return None
 
