@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from perfscope.cli.analyze import analyze_cmd
+from perfscope.cli.predict import predict_cmd
 from perfscope.cli.profile import profile_cmd
+from perfscope.cli.recommend import recommend_cmd
 from perfscope.cli.roofline import roofline_cmd
 from perfscope.cli.specs import hw_app, models_app
 
@@ -37,6 +39,8 @@ def _root(version: bool = typer.Option(False, "--version", "-V", callback=_versi
 
 app.command("profile")(profile_cmd)
 app.command("analyze")(analyze_cmd)
+app.command("predict")(predict_cmd)
+app.command("recommend")(recommend_cmd)
 app.add_typer(hw_app, name="hw")
 app.add_typer(models_app, name="models")
 app.command("roofline")(roofline_cmd)

@@ -1,0 +1,149 @@
+"""perfscope predict: TTFT, TPOT, throughput and memory of one serving configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m",
+                                       help="Built-in model name or config.json path.")]
+HwOpt = Annotated[str, typer.Option("--hw", help="Built-in device name or spec .toml path.")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json | csv")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write to this file (atomically).")]
+EngineOpt = Annotated[str, typer.Option(
+    help="trtllm | vllm | sglang | neutral: scheduler defaults and calibrated overheads of "
+         "that engine (perfscope/serving/engines.toml).")]
+CeilingOpt = Annotated[str, typer.Option(help="empirical (measured roofs, calibrated) | spec "
+                                              "(datasheet roofs: an optimistic bound)")]
+
+
+def predict_cmd(
+    model: ModelOpt = "llama-3.1-8b",
+    hw: HwOpt = "h100-sxm",
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel degree (MoE).")] = 1,
+    dp: Annotated[int, typer.Option(help="Data-parallel replicas sharing the traffic.")] = 1,
+    attn_dp: Annotated[int, typer.Option(help="Data-parallel attention groups inside a "
+                                              "replica (MoE with expert parallelism).")] = 1,
+    isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1024,
+    osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1024,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (benchmark "
+                                                  "concurrency, all replicas).")] = 1,
+    weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8 int4")] = None,
+    act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Weight quantization group.")] = None,
+    engine: EngineOpt = "neutral",
+    ceiling: CeilingOpt = "empirical",
+    fmt: FormatOpt = "table",
+    output: OutputOpt = None,
+) -> None:
+    """Serving under load: time to first token (with the queueing of prompts that arrive
+    together), time per output token, end-to-end latency, tokens/s per GPU and per user,
+    memory per GPU, and how uncertain each is."""
+    from perfscope.serving.predict import Layout, Workload, predict
+    from perfscope.specs.loading import load_hw
+    from perfscope.specs.model import load_model
+
+    check_format(fmt)
+    p = predict(load_model(model), load_hw(hw), Layout(tp, pp, ep, dp, attn_dp),
+                Workload(isl, osl, concurrency), engine=engine, weight_dtype=weight_dtype,
+                act_dtype=act_dtype, kv_dtype=kv_dtype, group_size=group_size,
+                ceiling=ceiling)
+    data = p.to_json()
+    if fmt == "json":
+        emit(to_json_text(data), output)
+    elif fmt == "csv":
+        emit(to_csv_text([csv_row(data)]), output)
+    else:
+        emit(render_table(data), output)
+
+
+def csv_row(d: dict[str, Any]) -> dict[str, Any]:
+    """The scalar fields of perfscope.predict/1, config flattened, one row."""
+    row: dict[str, Any] = {"model": d["model"]["name"], "hardware": d["hardware"]["name"]}
+    row.update(d["config"])
+    for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s_per_gpu", "tokens_per_s_per_user",
+              "memory_per_gpu_bytes", "fits", "ceiling", "ttft_burst_s", "queue_s",
+              "decode_step_s", "prefill_s", "running_per_replica", "max_concurrency"):
+        row[k] = d[k]
+    u = d["uncertainty"]
+    row["tpot_mape"] = u.get("tpot_mape")
+    row["ttft_mape"] = u.get("ttft_mape")
+    return row
+
+
+def render_table(d: dict[str, Any]) -> str:
+    """The prediction as text that fits 80 columns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from perfscope.units import fmt_bytes, fmt_time
+
+    c, u = d["config"], d["uncertainty"]
+    title = (f"{d['model']['name']} on {c['gpus']} x {d['hardware']['display_name']}")
+    lay = f"tp {c['tp']} pp {c['pp']}"
+    if c["ep"] > 1:
+        lay += f" ep {c['ep']}"
+    if c["attn_dp"] > 1:
+        lay += f" attn-dp {c['attn_dp']}"
+    if c["dp"] > 1:
+        lay += f" x {c['dp']} replicas"
+    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column("what", no_wrap=True)
+    t.add_column("value", overflow="fold")
+
+    def band(key: str, v: float) -> str:
+        r = u.get(f"{key}_range")
+        return f"{fmt_time(v)}  ({fmt_time(r[0])} - {fmt_time(r[1])})" if r else fmt_time(v)
+
+    t.add_row("layout", f"{lay}; w {c['weight_dtype']} a {c['act_dtype']} kv {c['kv_dtype']}")
+    t.add_row("workload", f"isl {c['isl']}, osl {c['osl']}, concurrency {c['concurrency']}")
+    t.add_row("engine", f"{d['engine']['display_name']}; {d['ceiling']} ceilings")
+    t.add_row("TTFT", band("ttft_s", d["ttft_s"]))
+    t.add_row("  all at once", f"{fmt_time(d['ttft_burst_s'])} (the whole burst queued)")
+    if d["queue_s"] > 0:
+        t.add_row("  KV-slot wait", fmt_time(d["queue_s"]))
+    t.add_row("TPOT", band("tpot_s", d["tpot_s"]))
+    t.add_row("end to end", fmt_time(d["e2e_s"]))
+    t.add_row("tokens/s/GPU", f"{d['tokens_per_s_per_gpu']:,.1f}")
+    t.add_row("tokens/s/user", f"{d['tokens_per_s_per_user']:,.1f}")
+    t.add_row("memory/GPU", f"{fmt_bytes(d['memory_per_gpu_bytes'])} (weights "
+                            f"{fmt_bytes(d['weights_per_gpu_bytes'])})")
+    fits = "yes" if d["fits"] else "NO: the weights leave no room for one sequence"
+    t.add_row("fits", f"{fits}; up to {d['max_concurrency']} requests in flight")
+    if u.get("tpot_mape") is not None:
+        t.add_row("uncertainty", f"TPOT +-{u['tpot_mape']:.0%}, TTFT +-{u['ttft_mape']:.0%} "
+                                 f"({u['engine']} calibration, {u['fit_date']})")
+    for n in u.get("notes", []):
+        t.add_row("note", n)
+    top = sorted(d["decode_ops"], key=lambda o: -o["time_s"])[:3]
+    step = sum(o["time_s"] for o in d["decode_ops"]) or 1.0
+    t.add_row("decode step", fmt_time(d["decode_step_s"]) + " at the mean context: " + ", ".join(
+        f"{o['name']} {o['time_s'] / step:.0%} ({o['bound']})" for o in top))
+    con = Console(record=True, highlight=False, soft_wrap=False, file=_null(),
+                  width=_width())
+    con.print(t)
+    return "\n".join(line.rstrip() for line in con.export_text().splitlines()) + "\n"
+
+
+def _width() -> int:
+    import os
+    import shutil
+
+    cols = os.environ.get("COLUMNS")
+    if cols and cols.isdigit():
+        return max(60, int(cols))
+    return max(60, min(shutil.get_terminal_size((80, 24)).columns, 120))
+
+
+def _null():
+    import io
+
+    return io.StringIO()

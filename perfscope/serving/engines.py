@@ -1,0 +1,217 @@
+"""Serving-engine behaviour: documented scheduler defaults plus a few calibrated parameters.
+
+Each engine is a record in ``perfscope/serving/engines.toml`` (versioned: fit date, data
+source, the fit's error). Two kinds of field:
+
+Documented defaults (from each engine's own configuration, not fitted):
+- ``max_num_tokens``: token budget of one step (vLLM ``max_num_batched_tokens``, SGLang
+  ``chunked_prefill_size``, TensorRT-LLM ``max_num_tokens``);
+- ``chunked_prefill``: a prompt longer than the budget is split over steps;
+- ``mixed_batches``: prefill chunks ride in the same step as the running decodes (vLLM V1,
+  TensorRT-LLM in-flight batching); SGLang runs prefill steps on their own by default;
+- ``max_num_seqs``: the most sequences in flight;
+- ``kv_block_tokens``: KV-cache page size (vLLM 16, TensorRT-LLM 32, SGLang 1 token);
+- ``memory_fraction`` and ``memory_policy``: ``total``: weights + activations + KV take that
+  fraction of device memory (vLLM ``gpu_memory_utilization``, SGLang ``mem_fraction_static``);
+  ``free``: the KV cache takes that fraction of what weights and activations leave
+  (TensorRT-LLM ``free_gpu_memory_fraction``);
+- ``kv_admission``: ``full``: a request is admitted only with KV pages for its whole length
+  (TensorRT-LLM's guaranteed-no-evict scheduler); ``current``: pages are taken as tokens come
+  (vLLM, SGLang), so a running sequence holds ``isl + osl / 2`` tokens on average.
+
+Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded):
+- ``flops_efficiency``, ``bandwidth_efficiency``: achieved fraction of the ceilings' compute
+  and HBM roofs by the engine's kernels; ``moe_flops_efficiency`` and
+  ``moe_bandwidth_efficiency`` on top of them for the grouped expert GEMMs of MoE models;
+- ``kernel_overhead_s``: fixed cost per kernel inside the engine's CUDA graph;
+- ``collective_latency_s``: fixed cost of one small all-reduce with the engine's own kernels
+  (replaces the ring latency of the link spec; bandwidth still from the link);
+- ``step_overhead_s``: host time per scheduler step not hidden behind the GPU;
+- ``ttft_overhead_s``: per request, before the first token reaches the client (HTTP,
+  tokenization, detokenization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from perfscope.errors import InputError, SpecError
+from perfscope.specs._toml import Fields, read_toml
+
+ENGINES_SCHEMA = "perfscope.engines/1"
+DEFAULT_ENGINE = "neutral"
+FITTED = ("flops_efficiency", "bandwidth_efficiency", "moe_flops_efficiency",
+          "moe_bandwidth_efficiency",
+          "kernel_overhead_s", "collective_latency_s", "step_overhead_s", "ttft_overhead_s")
+# physical bounds of the fitted parameters (the calibration stays inside them)
+BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType({
+    "flops_efficiency": (0.2, 1.0), "bandwidth_efficiency": (0.3, 1.0),
+    "moe_flops_efficiency": (0.05, 1.0),
+    "moe_bandwidth_efficiency": (0.15, 1.0), "kernel_overhead_s": (0.0, 20e-6),
+    "collective_latency_s": (2e-6, 60e-6), "step_overhead_s": (0.0, 10e-3),
+    "ttft_overhead_s": (0.0, 0.3)})
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    name: str
+    display_name: str
+    notes: str
+    max_num_tokens: int
+    chunked_prefill: bool
+    mixed_batches: bool
+    max_num_seqs: int
+    kv_block_tokens: int
+    memory_fraction: float
+    memory_policy: str  # total | free
+    kv_admission: str  # full | current
+    flops_efficiency: float = 1.0
+    bandwidth_efficiency: float = 1.0
+    moe_flops_efficiency: float = 1.0
+    moe_bandwidth_efficiency: float = 1.0
+    kernel_overhead_s: float | None = None
+    collective_latency_s: float | None = None
+    step_overhead_s: float = 0.0
+    ttft_overhead_s: float = 0.0
+    error: Mapping[str, float] = field(default_factory=dict)  # the calibration's error
+
+    def with_fitted(self, values: Mapping[str, float]) -> EngineParams:
+        kw: dict[str, Any] = {k: float(v) for k, v in values.items()}
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class EngineTable:
+    """engines.toml: the engines, the benchmark convention they were fitted under, the fit."""
+
+    engines: Mapping[str, EngineParams]
+    # the benchmark's arrival law: prompts arrive in clusters of scale x c ^ exponent
+    cluster_scale: float
+    cluster_exponent: float
+    fit_date: str
+    source: str
+    method: str
+    file: str
+
+
+def engines_file() -> Path:
+    return Path(__file__).with_name("engines.toml")
+
+
+@lru_cache(maxsize=4)
+def load_engines(path: str | None = None) -> EngineTable:
+    """Read and validate engines.toml (unknown keys are errors)."""
+    p = Path(path) if path else engines_file()
+    f = Fields(read_toml(p), str(p))
+    schema = f.get("schema", str)
+    if schema != ENGINES_SCHEMA:
+        raise SpecError(str(p), "schema", f"is {schema!r}", f"set schema = {ENGINES_SCHEMA!r}")
+    fit = f.table("fit", required=True)
+    assert fit is not None
+    date, source, method = fit.get("date", str), fit.get("source", str), fit.get("method", str)
+    scale = fit.num("cluster_scale")
+    exponent = fit.num("cluster_exponent")
+    if not 0 < exponent <= 1:
+        raise SpecError(str(p), "fit.cluster_exponent", f"{exponent} is outside (0, 1]", None)
+    fit.get("rows", int, None)
+    fit.done()
+    et = f.table("engines", required=True)
+    assert et is not None
+    engines: dict[str, EngineParams] = {}
+    for name in et.keys():  # noqa: SIM118 (Fields, not a dict)
+        e = et.table(name)
+        assert e is not None
+        policy = e.get("memory_policy", str)
+        if policy not in ("total", "free"):
+            raise SpecError(str(p), f"engines.{name}.memory_policy", f"unknown {policy!r}",
+                            "use total or free")
+        admission = e.get("kv_admission", str)
+        if admission not in ("full", "current"):
+            raise SpecError(str(p), f"engines.{name}.kv_admission", f"unknown {admission!r}",
+                            "use full or current")
+        kw: dict[str, Any] = dict(
+            name=name, display_name=e.get("display_name", str), notes=e.get("notes", str, ""),
+            max_num_tokens=int(e.num("max_num_tokens")),
+            chunked_prefill=e.get("chunked_prefill", bool),
+            mixed_batches=e.get("mixed_batches", bool),
+            max_num_seqs=int(e.num("max_num_seqs")),
+            kv_block_tokens=int(e.num("kv_block_tokens")),
+            memory_fraction=e.num("memory_fraction"), memory_policy=policy,
+            kv_admission=admission)
+        ft = e.table("fitted", required=True)
+        assert ft is not None
+        for k in FITTED:
+            v = ft.num(k, None, positive=False)
+            if v is not None:
+                lo, hi = BOUNDS[k]
+                if not lo <= v <= hi:
+                    raise SpecError(str(p), f"engines.{name}.fitted.{k}",
+                                    f"{v} is outside its physical range [{lo}, {hi}]", None)
+                kw[k] = v
+        ft.done()
+        err = e.table("error")
+        if err is not None:
+            kw["error"] = MappingProxyType({k: float(err.num(k, positive=False))
+                                            for k in err.keys()})  # noqa: SIM118
+            err.done()
+        e.done()
+        engines[name] = EngineParams(**kw)
+    et.done()
+    f.done()
+    if DEFAULT_ENGINE not in engines:
+        raise SpecError(str(p), f"engines.{DEFAULT_ENGINE}", "missing",
+                        "the neutral default engine must be defined")
+    return EngineTable(MappingProxyType(engines), scale, exponent, date, source, method, str(p))
+
+
+def get_engine(name: str | None, table: EngineTable | None = None) -> EngineParams:
+    t = table or load_engines()
+    key = (name or DEFAULT_ENGINE).lower().replace("-", "").replace("_", "")
+    aliases = {"tensorrtllm": "trtllm", "trt": "trtllm", "default": DEFAULT_ENGINE,
+               "generic": DEFAULT_ENGINE}
+    key = aliases.get(key, key)
+    if key not in t.engines:
+        raise InputError(f"--engine {name!r}: use one of {', '.join(t.engines)}")
+    return t.engines[key]
+
+
+def to_toml(table: EngineTable) -> str:
+    """engines.toml text for ``table`` (the calibration script writes it)."""
+    out = ["# Serving-engine parameters: documented scheduler defaults and the calibrated",
+           "# parameters of perfscope/serving/engines.py. Written by",
+           "# benchmarks/calibrate_serving.py; re-run it to re-fit (do not edit the fitted",
+           "# values by hand).",
+           f'schema = "{ENGINES_SCHEMA}"', "", "[fit]", f'date = "{table.fit_date}"',
+           f"source = {_q(table.source)}", f"method = {_q(table.method)}",
+           f"cluster_scale = {table.cluster_scale:.4g}   # prompts arrive in clusters of",
+           f"cluster_exponent = {table.cluster_exponent:.4g}   # scale x concurrency^exponent",
+           ""]
+    for e in table.engines.values():
+        out += [f"[engines.{e.name}]", f"display_name = {_q(e.display_name)}"]
+        if e.notes:
+            out.append(f"notes = {_q(e.notes)}")
+        out += [f"max_num_tokens = {e.max_num_tokens}",
+                f"chunked_prefill = {str(e.chunked_prefill).lower()}",
+                f"mixed_batches = {str(e.mixed_batches).lower()}",
+                f"max_num_seqs = {e.max_num_seqs}", f"kv_block_tokens = {e.kv_block_tokens}",
+                f"memory_fraction = {e.memory_fraction}",
+                f'memory_policy = "{e.memory_policy}"', f'kv_admission = "{e.kv_admission}"',
+                "", f"[engines.{e.name}.fitted]"]
+        for k in FITTED:
+            v = getattr(e, k)
+            if v is not None:
+                out.append(f"{k} = {v:.6g}")
+        if e.error:
+            out += ["", f"[engines.{e.name}.error]"]
+            out += [f"{k} = {v:.6g}" for k, v in e.error.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

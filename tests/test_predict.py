@@ -1,0 +1,151 @@
+"""perfscope predict: the perfscope.predict/1 contract, bad input, and the CLI in every format."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from perfscope import load_hw, load_model
+from perfscope.errors import InputError
+from perfscope.serving.engines import get_engine, load_engines
+from perfscope.serving.predict import Layout, Workload, predict
+
+CONTRACT = ("schema", "model", "hardware", "config", "ttft_s", "tpot_s", "e2e_s",
+            "tokens_per_s_per_gpu", "tokens_per_s_per_user", "memory_per_gpu_bytes", "fits",
+            "ceiling", "uncertainty")
+ARGS = ["--model", "llama-3.1-8b", "--hw", "h100-sxm", "--isl", "1000", "--osl", "200",
+        "--concurrency", "16"]
+
+
+def test_contract_fields_and_their_meaning():
+    m, hw = load_model("llama-3.1-70b"), load_hw("h100-sxm")
+    p = predict(m, hw, Layout(tp=4), Workload(1024, 512, 32), engine="vllm",
+                weight_dtype="fp8")
+    d = p.to_json()
+    for k in CONTRACT:
+        assert k in d
+    assert d["schema"] == "perfscope.predict/1"
+    assert d["ceiling"] == "empirical" and d["fits"] is True
+    # tpot follows the serving-benchmark convention: (e2e - ttft) / (osl - 1)
+    assert d["tpot_s"] == pytest.approx((d["e2e_s"] - d["ttft_s"]) / (512 - 1))
+    assert d["tokens_per_s_per_user"] == pytest.approx(1 / d["tpot_s"])
+    # closed loop: 32 users each get 512 tokens per e2e, over 4 GPUs
+    assert d["tokens_per_s_per_gpu"] == pytest.approx(32 * 512 / d["e2e_s"] / 4)
+    assert d["config"]["weight_dtype"] == "fp8" and d["config"]["engine"] == "vllm"
+    u = d["uncertainty"]
+    assert u["engine"] == "vllm" and 0 < u["tpot_mape"] < 1
+    assert u["tpot_s_range"][0] < d["tpot_s"] < u["tpot_s_range"][1]
+    assert any("H100" in n for n in u["notes"])  # outside the calibration devices
+    json.dumps(d, allow_nan=False)
+
+
+def test_ttft_includes_queueing_and_grows_with_concurrency():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    ttft = [predict(m, hw, Layout(), Workload(4000, 200, c)).ttft_s for c in (1, 8, 64)]
+    assert ttft[0] < ttft[1] < ttft[2]
+    one = predict(m, hw, Layout(), Workload(4000, 200, 8))
+    assert one.ttft_burst_s > one.ttft_s  # the whole burst queued is the worst case
+
+
+def test_replicas_split_the_traffic():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    a = predict(m, hw, Layout(dp=2), Workload(1024, 256, 16))
+    b = predict(m, hw, Layout(), Workload(1024, 256, 8))
+    assert a.tpot_s == pytest.approx(b.tpot_s) and a.ttft_s == pytest.approx(b.ttft_s)
+    assert a.tokens_per_s_per_gpu == pytest.approx(b.tokens_per_s_per_gpu)
+
+
+def test_spec_ceiling_is_the_faster_bound():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    emp = predict(m, hw, Layout(), Workload(2048, 256, 16))
+    spec = predict(m, hw, Layout(), Workload(2048, 256, 16), ceiling="spec")
+    assert spec.tpot_s < emp.tpot_s and spec.ceiling == "spec"
+    assert any("bound" in n for n in spec.uncertainty["notes"])
+
+
+def test_engines_differ_and_are_documented():
+    tab = load_engines()
+    assert {"neutral", "trtllm", "vllm", "sglang"} <= set(tab.engines)
+    assert tab.fit_date and tab.source
+    assert get_engine("TensorRT-LLM").name == "trtllm"
+    assert not get_engine("sglang").mixed_batches and get_engine("vllm").chunked_prefill
+    with pytest.raises(InputError, match="use one of"):
+        get_engine("tgi")
+
+
+def test_model_that_does_not_fit_says_so():
+    p = predict(load_model("llama-3.1-405b"), load_hw("a100-sxm-80gb"), Layout(tp=2),
+                Workload(1024, 256, 1))
+    assert not p.fits and p.max_concurrency == 0
+    assert any("does not fit" in n for n in p.uncertainty["notes"])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(workload=Workload(1024, 1, 1)), "--osl"),
+    (dict(workload=Workload(0, 10, 1)), "--isl"),
+    (dict(workload=Workload(1024, 10, 0)), "--concurrency"),
+    (dict(workload=Workload(120000, 20000, 1)), "context"),
+    (dict(layout=Layout(tp=3)), "--tp 3"),
+])
+def test_bad_input_is_one_clear_error(kw, match):
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    args = dict(layout=Layout(), workload=Workload(1024, 128, 1)) | kw
+    with pytest.raises(InputError, match=match):
+        predict(m, hw, args["layout"], args["workload"])
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ, COLUMNS="80") | (env or {})
+    return subprocess.run([sys.executable, "-m", "perfscope", *args], capture_output=True,
+                          text=True, env=e, timeout=120)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_cli_every_format_stdout_and_file(fmt, tmp_path):
+    r = run("predict", *ARGS, "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / f"p.{fmt}"
+    r2 = run("predict", *ARGS, "--format", fmt, "-o", str(out))
+    assert r2.returncode == 0 and r2.stdout == ""
+    assert out.read_text() == r.stdout
+    if fmt == "json":
+        assert json.loads(r.stdout)["schema"] == "perfscope.predict/1"
+    elif fmt == "csv":
+        head, row = r.stdout.strip().splitlines()
+        assert "ttft_s" in head.split(",") and len(row.split(",")) == len(head.split(","))
+    else:
+        assert "TTFT" in r.stdout and "TPOT" in r.stdout
+        assert max(len(line) for line in r.stdout.splitlines()) <= 80
+
+
+def test_cli_bad_input_one_line_no_traceback():
+    r = run("predict", *ARGS[:4], "--osl", "1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--osl" in r.stderr
+    r = run("predict", *ARGS, "--engine", "nope")
+    assert r.returncode != 0 and "--engine" in r.stderr
+
+
+def test_engines_file_is_strict(tmp_path):
+    from perfscope.errors import SpecError
+    from perfscope.serving.engines import engines_file, to_toml
+
+    good = engines_file().read_text()
+    bad = tmp_path / "typo.toml"
+    bad.write_text(good.replace("max_num_seqs = 1024", "max_num_seq = 1024", 1))
+    with pytest.raises(SpecError, match="max_num_seq"):
+        load_engines(str(bad))
+    wild = tmp_path / "wild.toml"
+    wild.write_text(re.sub(r"\nbandwidth_efficiency = [0-9.e-]+", "\nbandwidth_efficiency = 7.0",
+                           good, count=1))
+    with pytest.raises(SpecError, match="physical range"):
+        load_engines(str(wild))
+    # what the calibration writes reads back to the same table
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(load_engines()))
+    assert load_engines(str(again)).engines == load_engines().engines

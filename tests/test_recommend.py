@@ -1,0 +1,209 @@
+"""perfscope recommend: what it recommends fits, meets the targets it claims (checked by an
+independent predict() of that configuration), explains itself with numbers, and says clearly
+when nothing works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from perfscope import load_hw, load_model
+from perfscope.recommend import RecommendRequest, pareto_figure, recommend
+from perfscope.recommend.search import pareto_front, run_search
+from perfscope.serving.predict import Layout, Workload, predict
+
+
+@pytest.fixture(scope="module")
+def llama8():
+    req = RecommendRequest(load_model("llama-3.1-8b"), load_hw("h100-sxm"), gpus=4, isl=2048,
+                           osl=512, ttft_s=1.0, tpot_s=0.03, weight_dtypes=("bf16", "fp8"),
+                           kv_dtypes=("bf16", "fp8"), engine="vllm", max_concurrency=256)
+    return req, recommend(req)
+
+
+def test_top_choice_fits_and_meets_its_targets(llama8):
+    req, r = llama8
+    assert r.status == "ok" and r.top is not None
+    t = r.top
+    assert t.ttft_s <= req.ttft_s and t.tpot_s <= req.tpot_s
+    assert t.memory_per_gpu_bytes <= req.hw.memory_bytes
+    assert t.concurrency <= t.max_concurrency
+    # an independent serving prediction of the same configuration agrees
+    p = predict(req.model, req.hw, Layout(t.tp, t.pp, t.ep, 1, t.attn_dp),
+                Workload(req.isl, req.osl, t.concurrency), engine="vllm",
+                weight_dtype=t.weight_dtype, kv_dtype=t.kv_dtype)
+    assert p.fits
+    assert p.ttft_s == pytest.approx(t.ttft_s, rel=1e-9) and p.ttft_s <= req.ttft_s
+    assert p.tpot_s == pytest.approx(t.tpot_s, rel=1e-9) and p.tpot_s <= req.tpot_s
+    assert p.tokens_per_s_per_gpu == pytest.approx(t.tokens_per_s_per_gpu, rel=1e-9)
+
+
+def test_every_ranked_row_meets_targets_and_is_ordered(llama8):
+    req, r = llama8
+    tps = [c.tokens_per_s_per_gpu for c in r.ranked]
+    assert tps == sorted(tps, reverse=True)
+    for c in r.ranked:
+        assert c.meets_targets and c.tpot_s <= req.tpot_s and c.ttft_s <= req.ttft_s
+        assert c.dp * c.gpus_per_replica <= req.gpus
+
+
+def test_vectorised_search_equals_predict_at_random_grid_points(llama8):
+    req, _ = llama8
+    s = run_search(req)
+    rng = np.random.default_rng(3)
+    for e in [s.evals[i] for i in rng.choice(len(s.evals), 6, replace=False)]:
+        for i in rng.choice(len(s.grid), 3, replace=False):
+            c = int(e.served.concurrency[i])
+            p = predict(req.model, req.hw, Layout(e.st.tp, e.st.pp, e.st.ep),
+                        Workload(req.isl, req.osl, c), engine="vllm",
+                        weight_dtype=e.st.scheme.weight_dtype, kv_dtype=e.kv)
+            assert float(e.served.tpot_s[i]) == pytest.approx(p.tpot_s, rel=1e-9)
+            assert float(e.served.ttft_s[i]) == pytest.approx(p.ttft_s, rel=1e-9)
+
+
+def test_pareto_front_by_hand():
+    pts = np.array([[1.0, 10.0], [2.0, 8.0], [1.5, 7.0], [3.0, 2.0], [2.0, 9.0]])
+    # (1,10), (2,9), (3,2) beat everything else; (2,8) loses to (2,9); (1.5,7) to (2,8)
+    assert sorted(pareto_front(pts).tolist()) == [0, 3, 4]
+
+
+def test_pareto_points_are_not_dominated(llama8):
+    _, r = llama8
+    p = r.pareto
+    assert p
+    for a in p:
+        for b in p:
+            assert not (b.tokens_per_s_per_user > a.tokens_per_s_per_user and
+                        b.tokens_per_s_per_gpu > a.tokens_per_s_per_gpu)
+
+
+def test_explanations_carry_roofline_numbers(llama8):
+    _, r = llama8
+    rules = {x.rule: x for x in r.recommendations}
+    assert {"roofline.decode", "batch.scaling", "roofline.prefill", "quant.weights",
+            "kv.dtype"} <= set(rules)
+    dec = rules["roofline.decode"]
+    assert dec.evidence["ridge_flops_per_byte"] > 0 and dec.evidence["decode_step_s"] > 0
+    # decode is memory-bound for this case: GEMM intensity under the ridge
+    assert dec.evidence["gemm_flops_per_byte"] < dec.evidence["ridge_flops_per_byte"]
+    assert "memory-bound" in dec.message
+    b = rules["batch.scaling"]
+    assert b.expected_gain and b.expected_gain > 1
+    assert b.evidence["tokens_per_s_per_gpu"] == pytest.approx(r.top.tokens_per_s_per_gpu)
+    # the fp8 KV cache holds twice the sequences of bf16 (the weights are the same)
+    kv = rules["kv.dtype"].evidence
+    assert kv["fp8_max_concurrency"] >= 2 * kv["bf16_max_concurrency"] - 2
+    for x in r.recommendations:
+        assert all(isinstance(v, float) for v in x.evidence.values())
+
+
+def test_direct_answers(llama8):
+    req, r = llama8
+    a = r.answers
+    assert a["largest_batch"]["value"] >= r.top.max_concurrency
+    assert 0 < a["longest_context"]["value"] <= req.model.max_position
+    assert a["smallest_gpu_count"]["value"] == 1  # 16 GB of bf16 weights fit one H100
+    assert a["best_for_tpot"][0]["tpot_s"] <= req.tpot_s
+    q = {row["scheme"]: row for row in r.quantization}
+    assert q["fp8"]["at_top_layout"]["weights_per_gpu_bytes"] < \
+        q["bf16"]["at_top_layout"]["weights_per_gpu_bytes"]
+    assert q["fp8"]["gain_vs_16bit"] > 1
+
+
+def test_json_contract_and_figure(llama8):
+    _, r = llama8
+    d = r.to_json()
+    assert d["schema"] == "perfscope.recommend/1" and d["status"] == "ok"
+    for k in ("top", "ranked", "pareto", "recommendations", "answers", "quantization",
+              "searched", "targets", "workload"):
+        assert k in d
+    json.dumps(d, allow_nan=False)
+    fig = pareto_figure(r)
+    names = [t.name for t in fig.data]
+    assert "Pareto front" in names and "recommended" in names
+
+
+def test_model_that_fits_nowhere_answers_what_is_closest():
+    r = recommend(RecommendRequest(load_model("llama-3.1-405b"), load_hw("a100-sxm-80gb"),
+                                   gpus=2, isl=1024, osl=256, weight_dtypes=("bf16",)))
+    assert r.status == "no_fit" and r.top is None and not r.ranked
+    assert "fits nowhere" in r.message and "GPUs" in r.message
+    rec = r.recommendations[0]
+    assert rec.rule == "fit.weights" and rec.evidence["gpus_needed"] > 2
+
+
+def test_fp8_math_on_a100_is_refused_with_the_reason():
+    r = recommend(RecommendRequest(load_model("llama-3.1-8b"), load_hw("a100-sxm-80gb"),
+                                   gpus=1, isl=512, osl=128, weight_dtypes=("fp8",)))
+    assert r.status == "no_fit"
+    assert "Hopper" in r.message
+
+
+def test_unreachable_target_gives_the_closest():
+    r = recommend(RecommendRequest(load_model("llama-3.1-8b"), load_hw("h100-sxm"), gpus=1,
+                                   isl=512, osl=128, tpot_s=0.0005,
+                                   weight_dtypes=("bf16",), kv_dtypes=("bf16",),
+                                   max_concurrency=64))
+    assert r.status == "no_target" and r.top is None
+    rec = r.recommendations[0]
+    assert rec.rule == "targets.unmet"
+    assert rec.evidence["min_tpot_s"] > 0.0005
+    assert "Closest" in r.message
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perfscope", "recommend", *args],
+                          capture_output=True, text=True, env=dict(os.environ, COLUMNS="80"),
+                          timeout=300)
+
+
+ARGS = ["--model", "llama-3.1-8b", "--hw", "h100-sxm", "--gpus", "2", "--isl", "1024",
+        "--osl", "256", "--tpot", "0.03", "--weight-dtypes", "bf16,fp8",
+        "--max-concurrency", "128"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_cli_every_format_stdout_and_file(fmt, tmp_path):
+    r = run(*ARGS, "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / f"r.{fmt}"
+    r2 = run(*ARGS, "--format", fmt, "-o", str(out))
+    assert r2.returncode == 0 and r2.stdout == ""
+    got = out.read_text()
+    if fmt == "json":
+        a, b = json.loads(r.stdout), json.loads(got)
+        assert a["schema"] == "perfscope.recommend/1" and a["top"] == b["top"]
+    elif fmt == "csv":
+        lines = r.stdout.strip().splitlines()
+        assert lines[0].startswith("rank,layout") and len(lines) > 2 and got == r.stdout
+    else:
+        assert "RECOMMENDED" in r.stdout and "why" in r.stdout
+        for text in (r.stdout, got):
+            assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_cli_plot_writes_html(tmp_path):
+    out = tmp_path / "pareto.html"
+    r = run(*ARGS, "--format", "json", "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "plotly" in out.read_text()[:5000].lower()
+
+
+def test_cli_bad_input_one_line():
+    r = run(*ARGS[:6], "--weight-dtypes", "fp7")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--weight-dtypes" in r.stderr
+
+
+def test_fp8_dropped_on_a100_is_explained_next_to_the_choice():
+    r = recommend(RecommendRequest(load_model("llama-3.1-8b"), load_hw("a100-sxm-80gb"),
+                                   gpus=1, isl=512, osl=128, weight_dtypes=("bf16", "fp8"),
+                                   kv_dtypes=("bf16",), max_concurrency=64))
+    assert r.status == "ok" and r.top is not None and r.top.scheme == "bf16"
+    rules = {x.rule: x for x in r.recommendations}
+    assert "Hopper" in rules["quant.fp8_unsupported"].message

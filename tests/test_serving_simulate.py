@@ -1,0 +1,127 @@
+"""The serving model against hand derivations from analyze() (perfscope/serving/simulate.py).
+
+An engine with no overheads and efficiency 1 makes every step exactly an analyze() step, so
+TTFT and TPOT can be derived by hand: a burst of c equal prompts served one prefill at a time
+waits (c + 1) / 2 prefill times on average; served g at a time, the mean of ceil(i / g) steps;
+TPOT of a lone request is the mean decode step over its growing context, which for a
+memory-bound decode is linear in the context, so the trapezoid of the two end steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from perfscope import Scenario, analyze, load_hw, load_model
+from perfscope.serving.engines import EngineParams
+from perfscope.serving.fitting import fit_step_model
+from perfscope.serving.simulate import serve
+
+BARE = EngineParams(name="bare", display_name="bare", notes="", max_num_tokens=8192,
+                    chunked_prefill=False, mixed_batches=False, max_num_seqs=4096,
+                    kv_block_tokens=1, memory_fraction=0.9, memory_policy="total",
+                    kv_admission="full", kernel_overhead_s=None, collective_latency_s=None)
+BURST = {"cluster_scale": 1.0, "cluster_exponent": 1.0}  # every request arrives at once
+
+
+@pytest.fixture(scope="module")
+def setup():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    sc = Scenario(ceiling="empirical")
+    return m, hw, sc, fit_step_model(m, hw, sc)
+
+
+def prefill(m, hw, sc, batch: int, isl: int) -> float:
+    return analyze(m, hw, dataclasses.replace(sc, phase="prefill", batch=batch,
+                                              seq_len=isl)).totals.time_s
+
+
+def decode(m, hw, sc, batch: int, context: int) -> float:
+    return analyze(m, hw, dataclasses.replace(sc, phase="decode", batch=batch,
+                                              context_len=context)).totals.time_s
+
+
+@pytest.mark.parametrize("c", [1, 2, 5, 16])
+def test_burst_served_one_prefill_at_a_time(setup, c):
+    m, hw, sc, sm = setup
+    isl = 6000  # > half the 8192-token budget: one prompt per step
+    s = serve(sm, BARE, c, isl, 64, **BURST)
+    p = prefill(m, hw, sc, 1, isl)
+    # prompt i (1-based) gets its first token after i prefills: mean (c + 1) / 2 prefills
+    assert float(s.ttft_s) == pytest.approx((c + 1) / 2 * p, rel=1e-9)
+    assert float(s.ttft_burst_s) == pytest.approx((c + 1) / 2 * p, rel=1e-9)
+
+
+@pytest.mark.parametrize("c", [4, 8, 12])
+def test_burst_with_batched_prefill(setup, c):
+    m, hw, sc, sm = setup
+    isl = 2048  # four prompts fill an 8192-token step
+    s = serve(sm, BARE, c, isl, 64, **BURST)
+    step = prefill(m, hw, sc, 4, isl)
+    # prompt i finishes in step ceil(i / 4): mean over i = 1..c, each step the time of 4
+    mean_steps = np.mean([np.ceil(i / 4) for i in range(1, c + 1)])
+    assert float(s.ttft_s) == pytest.approx(mean_steps * step, rel=1e-9)
+
+
+def test_tpot_of_one_request_integrates_the_growing_context(setup):
+    m, hw, sc, sm = setup
+    isl, osl = 3000, 2002
+    s = serve(sm, BARE, 1, isl, osl, **BURST)
+    # decode step j = 1 .. osl-1 runs with isl + j - 1 cached; batch-1 decode is memory-bound
+    # and linear in the context, so the mean of the steps is the mean of the end steps
+    first, last = decode(m, hw, sc, 1, isl), decode(m, hw, sc, 1, isl + osl - 2)
+    mid = decode(m, hw, sc, 1, isl + (osl - 2) // 2)
+    assert mid == pytest.approx((first + last) / 2, rel=1e-9)  # linear: the premise holds
+    assert float(s.tpot_s) == pytest.approx((first + last) / 2, rel=1e-9)
+    assert float(s.e2e_s) == pytest.approx(float(s.ttft_s) + (osl - 1) * float(s.tpot_s))
+
+
+def test_overheads_add_where_they_occur(setup):
+    sm = setup[3]
+    eng = dataclasses.replace(BARE, ttft_overhead_s=0.05, step_overhead_s=0.002)
+    a = serve(sm, BARE, 1, 1000, 100, **BURST)
+    b = serve(sm, eng, 1, 1000, 100, **BURST)
+    # one request: the first token pays the request overhead and one prefill step's
+    # overhead; every decode step pays the step overhead
+    assert float(b.ttft_s - a.ttft_s) == pytest.approx(0.05 + 0.002, rel=1e-9)
+    assert float(b.tpot_s - a.tpot_s) == pytest.approx(0.002, rel=1e-6)
+
+
+def test_kv_capacity_queues_the_rest(setup):
+    sm = setup[3]
+    isl, osl = 4000, 4000
+    kv = float(sm.kv_bytes_per_seq(isl + osl))
+    # a device whose free memory holds exactly 5 sequences
+    cap = (sm.weights_bytes + float(sm.activation_bytes(8192)) + 5.5 * kv) / 0.9
+    s = serve(sm, BARE, 20, isl, osl, capacity_bytes=cap, **BURST)
+    assert int(s.max_running) == 5 and int(s.running) == 5
+    first = float(s.ttft_s - s.queue_s)
+    cycle = first + (osl - 1) * float(s.tpot_s)
+    # Little's law: 20 users through 5 slots wait (20 / 5 - 1) cycles on average
+    assert float(s.queue_s) == pytest.approx(3 * cycle, rel=1e-9)
+    assert float(s.memory_per_gpu_bytes) <= 0.9 * cap
+
+
+def test_prefill_of_others_lands_in_the_decode_window(setup):
+    """Steady state: with r running, r - 1 other prompts prefill during one request's decode
+    window; with long prompts and short outputs TPOT rises well above the decode step."""
+    sm = setup[3]
+    s = serve(sm, BARE, 32, 8000, 100, cluster_scale=1.0, cluster_exponent=0.5)
+    assert float(s.tpot_s) > 2 * float(s.decode_step_s)
+    # the quadratic's root satisfies its own equation
+    X = (100 - 1) * float(s.tpot_s)
+    D = (100 - 1) * float(s.decode_step_s)
+    first = float(s.ttft_s)
+    assert pytest.approx(D + 31 * float(s.prefill_s) * X / (first + X), rel=1e-9) == X
+
+
+def test_vectorised_over_concurrency_equals_scalar_calls(setup):
+    sm = setup[3]
+    cs = np.arange(1, 200, 7)
+    grid = serve(sm, BARE, cs, 1500, 700, cluster_scale=0.9, cluster_exponent=0.55)
+    for i, c in enumerate(cs):
+        one = serve(sm, BARE, int(c), 1500, 700, cluster_scale=0.9, cluster_exponent=0.55)
+        for f in ("ttft_s", "tpot_s", "e2e_s", "memory_per_gpu_bytes"):
+            assert getattr(grid, f)[i] == pytest.approx(float(getattr(one, f)), rel=1e-12)

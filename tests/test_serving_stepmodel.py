@@ -1,0 +1,145 @@
+"""The serving step model reproduces analyze() exactly, op by op, on random steps.
+
+The decomposition (perfscope/serving/stepmodel.py) writes every op's FLOPs and bytes as a
+linear combination of step features; the independent count it is checked against is
+analyze() itself, at steps the fit never saw, for dense, MoE, MLA, sliding-window, pipelined,
+weight-only and W8A8 configurations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfscope import Scenario, analyze, load_hw, load_model
+from perfscope.analytic.attention import attended_keys, cached_tokens
+from perfscope.analytic.moe import expected_experts
+from perfscope.serving.features import cached, experts_touched, keys_sum
+from perfscope.serving.fitting import fit_step_model
+from perfscope.serving.stepmodel import Efficiency
+
+CASES = [
+    ("llama-3.1-70b", "h100-sxm", dict(tp=4, weight_dtype="fp8")),
+    ("llama-3.1-8b", "a100-sxm-80gb", dict(weight_dtype="int4")),
+    ("deepseek-v3", "h200-sxm", dict(tp=8, ep=8, weight_dtype="fp8")),
+    ("gemma-2-9b", "h100-sxm", dict(tp=2, weight_dtype="int8", act_dtype="int8")),
+    ("mixtral-8x7b", "h100-sxm", dict(tp=2, pp=2, ep=2)),
+    ("qwen3-30b-a3b", "l40s", dict(tp=2)),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
+def case(request):
+    name, hw_name, kw = request.param
+    m, hw = load_model(name), load_hw(hw_name)
+    kw = dict(kw, ceiling="empirical")
+    return m, hw, kw, fit_step_model(m, hw, Scenario(**kw))
+
+
+def test_keys_and_cache_features_match_the_scalar_formulas():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        T, C0 = int(rng.integers(1, 5000)), int(rng.integers(0, 9000))
+        W = [None, 4096, 128][int(rng.integers(0, 3))]
+        assert keys_sum(T, C0, W) == pytest.approx(attended_keys(T, C0, W), rel=1e-15)
+        assert cached(C0 + T, W) == cached_tokens(C0 + T, W)
+    for n in (0, 1, 3, 64, 4096):
+        assert experts_touched(256, 8, n) == pytest.approx(expected_experts(256, 8, n),
+                                                           rel=1e-12)
+
+
+def test_decode_and_fill_match_analyze_at_random_steps(case):
+    m, hw, kw, sm = case
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        b, c = int(rng.integers(1, 400)), int(rng.integers(1, m.max_position - 2))
+        a = analyze(m, hw, Scenario(phase="decode", batch=b, context_len=c, **kw))
+        assert float(sm.decode_time(b, c)) == pytest.approx(a.totals.time_s, rel=1e-9)
+        b = int(rng.integers(1, 6))
+        t = int(rng.integers(1, m.max_position // 2))
+        c0 = int(rng.integers(0, m.max_position // 2)) if rng.random() < 0.6 else 0
+        phase = "prefill" if c0 == 0 else "chunked_prefill"
+        a = analyze(m, hw, Scenario(phase=phase, batch=b, seq_len=t, context_len=c0, **kw))
+        assert float(sm.fill_time(b, t, c0)) == pytest.approx(a.totals.time_s, rel=1e-9)
+
+
+def test_every_op_matches_analyze(case):
+    """Not only the sum: each op's time, so no error hides in a compensating one."""
+    m, hw, kw, sm = case
+    a = analyze(m, hw, Scenario(phase="decode", batch=37, context_len=3001, **kw))
+    got = sm.op_times(sm.decode, sm.decode_features(37, 3001))
+    want = np.array([p.time_s for p in a.points])
+    assert sm.decode.names == tuple(p.op.name for p in a.points)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_vectorised_grid_equals_pointwise(case):
+    sm = case[3]
+    B = np.array([1, 8, 64, 250])[:, None]
+    C = np.array([10, 1000, 7000])[None, :]
+    grid = sm.decode_time(B, C)
+    assert grid.shape == (4, 3)
+    for i in range(4):
+        for j in range(3):
+            assert grid[i, j] == pytest.approx(float(sm.decode_time(B[i, 0], C[0, j])),
+                                               rel=1e-12)
+
+
+def test_kv_dtype_rescale_matches_analyze_with_that_kv_dtype(case):
+    m, hw, kw, sm = case
+    if not hw.has_dtype("fp8"):
+        pytest.skip("no fp8 KV cache on this device in this core")
+    a = analyze(m, hw, Scenario(phase="decode", batch=48, context_len=4000,
+                                **dict(kw, kv_dtype="fp8")))
+    assert float(sm.decode_time(48, 4000, kv_bits=8)) == pytest.approx(a.totals.time_s,
+                                                                       rel=1e-9)
+    assert float(sm.kv_bytes_per_seq(4001, kv_bits=8)) * 48 == pytest.approx(
+        a.memory.kv_cache_bytes, rel=1e-9)
+
+
+def test_memory_matches_analyze(case):
+    m, hw, kw, sm = case
+    a = analyze(m, hw, Scenario(phase="decode", batch=20, context_len=5000, **kw))
+    assert sm.weights_bytes == a.memory.weights_bytes
+    assert 20 * float(sm.kv_bytes_per_seq(5001)) == pytest.approx(a.memory.kv_cache_bytes,
+                                                                  rel=1e-9)
+    p = analyze(m, hw, Scenario(phase="prefill", batch=1, seq_len=3000, **kw))
+    assert float(sm.activation_bytes(3000)) == pytest.approx(p.memory.activation_peak_bytes,
+                                                             rel=1e-6)
+
+
+def test_paged_kv_rounds_up_to_whole_blocks(case):
+    m, sm = case[0], case[3]
+    one = float(sm.kv_bytes_per_seq(1))
+    if m.sliding_window:
+        pytest.skip("windowed layers cap the cache")
+    # 17 tokens in 16-token pages take two pages: 32 tokens' worth
+    assert float(sm.kv_bytes_per_seq(17, block=16)) == pytest.approx(32 * one, rel=1e-12)
+    assert float(sm.kv_bytes_per_seq(32, block=16)) == pytest.approx(32 * one, rel=1e-12)
+
+
+def test_mixed_step_reduces_to_its_parts(case):
+    sm = case[3]
+    assert float(sm.mixed_time(40, 2000, 0, 1, 0)) == pytest.approx(
+        float(sm.decode_time(40, 2000)), rel=1e-12)
+    assert float(sm.mixed_time(0, 2000, 2, 700, 300)) == pytest.approx(
+        float(sm.fill_time(2, 700, 300)), rel=1e-12)
+    both = float(sm.mixed_time(40, 2000, 1, 1024, 0))
+    # one kernel per token-wise op: cheaper than running the two steps back to back,
+    # dearer than either alone
+    assert max(float(sm.decode_time(40, 2000)), float(sm.fill_time(1, 1024, 0))) < both
+    assert both < float(sm.decode_time(40, 2000)) + float(sm.fill_time(1, 1024, 0))
+
+
+def test_efficiency_scales_the_roofs():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    sm = fit_step_model(m, hw, Scenario(ceiling="spec"))
+    # spec ceilings have no fixed kernel cost: halving bandwidth doubles a memory-bound step
+    # whose comm is absent (TP1)
+    base = float(sm.decode_time(1, 100))
+    slow = float(sm.decode_time(1, 100, Efficiency(1.0, 0.5, 1.0, None, None)))
+    assert slow == pytest.approx(2 * base, rel=1e-9)
+    # a fixed cost per kernel adds count x cost
+    n = float(sm.decode.instances[~sm.decode.link].sum())
+    fixed = float(sm.decode_time(1, 100, Efficiency(1.0, 1.0, 1.0, 3e-6, None)))
+    assert fixed == pytest.approx(base + n * 3e-6, rel=1e-9)
