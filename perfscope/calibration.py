@@ -407,3 +407,19 @@ def calibrated_times(analysis: Analysis, cal: Calibration) -> CalibratedTimes:
         notes.append(f"no calibration for {', '.join(sorted(missing))}: roofline time kept")
     return CalibratedTimes(tuple(per), step, fw, step + fw, tuple(sorted(missing)),
                            tuple(notes))
+
+
+def calibrated_json(doc: dict[str, Any], analysis: Analysis, cal: Calibration,
+                    file: str) -> dict[str, Any]:
+    """``doc`` (the ``perfscope.analysis/1`` document of ``analysis``) with the calibrated
+    times added: ``calibrated_time_s`` per op row (per instance, like ``time_s``) and a
+    ``calibration`` block with the calibrated step and what it was fitted on."""
+    ct = calibrated_times(analysis, cal)
+    ops = [row | {"calibrated_time_s": t} for row, t in zip(doc["ops"], ct.per_op_s,
+                                                              strict=True)]
+    block = {"file": file, "hardware": cal.hardware, "ceiling": cal.ceiling,
+             "dtype": cal.dtype, "created": cal.created, "time_s": ct.total_s,
+             "ops_time_s": ct.ops_s, "framework_time_s": ct.framework_s,
+             "uncalibrated_kinds": list(ct.uncalibrated_kinds), "notes": list(ct.notes),
+             "fit_error": dict(cal.fit_error)}
+    return doc | {"ops": ops, "calibration": block}

@@ -114,6 +114,9 @@ def analyze_cmd(
     output: OutputOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the ops on the device's "
                                                    "roofline (.png, .svg or .pdf).")] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Also give times calibrated by this perfscope.calibration/1 file (perfscope "
+             "profile --torch-model --calibration-out FILE).")] = None,
 ) -> None:
     """Per-op FLOPs, bytes, roofline time and memory for one prefill or decode step; with
     lists (--batch 1,8,64 --weight-dtype bf16,fp8 ...), one row per combination."""
@@ -158,13 +161,22 @@ def analyze_cmd(
         if plot is not None:
             raise InputError("--plot draws one point; for several use `perfscope roofline "
                              "--hw a,b` or `perfscope profile`")
+        if calibration is not None:
+            raise InputError("--calibration applies to one point; drop the lists (or run "
+                             "one analyze per point)")
         _sweep(models, hws, values, fixed, fmt, output)
         return
-    _single(models[0], hws[0], {k: v[0] for k, v in values.items()} | fixed, fmt, output, plot)
+    cal = None
+    if calibration is not None:
+        from perfscope.calibration import load_calibration
+
+        cal = load_calibration(calibration)  # a bad file fails before any work
+    _single(models[0], hws[0], {k: v[0] for k, v in values.items()} | fixed, fmt, output, plot,
+            cal, calibration)
 
 
 def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path | None,
-            plot: Path | None) -> None:
+            plot: Path | None, cal: Any = None, cal_file: Path | None = None) -> None:
     from perfscope.analysis import analyze
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
@@ -172,16 +184,21 @@ def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path 
     scenario = Scenario(**values)
     m, h = load_model(model), load_hw(hw)
     result = analyze(m, h, scenario)
+    doc = None
+    if cal is not None:
+        from perfscope.calibration import calibrated_json
+
+        doc = calibrated_json(result.to_json(), result, cal, str(cal_file))
     if plot is not None:
         from perfscope.report.figures import analysis_chart, save_figure
 
         save_figure(analysis_chart([result]), plot)
     if fmt == "json":
-        emit(to_json_text(result.to_json()), output)
+        emit(to_json_text(doc or result.to_json()), output)
     elif fmt == "csv":
         from perfscope.report.rows import analysis_csv_rows
 
-        emit(to_csv_text(analysis_csv_rows(result)), output)
+        emit(to_csv_text(analysis_csv_rows(result, doc)), output)
     else:
         from dataclasses import replace
 
@@ -190,7 +207,7 @@ def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path 
         other_ceiling = "empirical" if scenario.ceiling == "spec" else "spec"
         other = analyze(m, h, replace(scenario, ceiling=other_ceiling))
         width = out_width(output)
-        show(analysis_renderables(result, width, other), output, width)
+        show(analysis_renderables(result, width, other, doc), output, width)
 
 
 def _sweep(models: list[str], hws: list[str], values: dict[str, list[Any]],

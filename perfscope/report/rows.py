@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def analysis_csv_rows(a: Any) -> list[dict[str, Any]]:
+def analysis_csv_rows(a: Any, doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """``row=op``: one per op type (the ``perfscope.analysis/1`` op fields); ``row=kind``:
     FLOPs, bytes and time of each kind over the step; ``row=total``: the step (time_s, bound,
     MFU, MBU, tokens/s); ``row=memory``: weights, KV cache, activations, total, capacity and
-    usable bytes per GPU, with ``fits`` and ``max_batch`` on the total."""
-    doc = a.to_json()
+    usable bytes per GPU, with ``fits`` and ``max_batch`` on the total. ``doc``: the analysis
+    document when it carries more than ``a.to_json()`` (calibrated times)."""
+    doc = doc or a.to_json()
     t, mem, sc = doc["totals"], doc["memory"], doc["scenario"]
     rows: list[dict[str, Any]] = [{"row": "op", **op} for op in doc["ops"]]
     for kind, time_s in sorted(t["time_by_kind"].items(), key=lambda kv: -kv[1]):
@@ -24,6 +25,11 @@ def analysis_csv_rows(a: Any) -> list[dict[str, Any]]:
                  "total_time_s": t["time_s"], "bound": t["bound"], "ceiling": sc["ceiling"],
                  "mfu": t["mfu"], "mbu": t["mbu"], "tokens_per_s": t["tokens_per_s"],
                  "share": 1.0})
+    if "calibration" in doc:
+        c = doc["calibration"]
+        rows.append({"row": "total", "name": "step calibrated", "phase": sc["phase"],
+                     "batch": sc["batch"], "time_s": c["time_s"], "total_time_s": c["time_s"],
+                     "calibrated_time_s": c["time_s"], "ceiling": sc["ceiling"]})
     for name, key in (("weights", "weights_bytes"), ("kv_cache", "kv_cache_bytes"),
                       ("activation_peak", "activation_peak_bytes"), ("total", "total_bytes"),
                       ("capacity", "capacity_bytes"), ("usable", "usable_bytes")):

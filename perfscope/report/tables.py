@@ -130,9 +130,11 @@ def op_groups(a: Analysis) -> list[tuple[str, float, list[Any]]]:
     return sorted(out, key=lambda g: (-g[1], g[0]))
 
 
-def analysis_renderables(a: Analysis, width: int, other: Analysis | None = None) -> list[Any]:
+def analysis_renderables(a: Analysis, width: int, other: Analysis | None = None,
+                         doc: dict[str, Any] | None = None) -> list[Any]:
     """The op table (grouped by kind, sorted by share, a subtotal per kind) and the step's
-    totals and memory. ``other``: the same step at the other ceiling, shown beside."""
+    totals and memory. ``other``: the same step at the other ceiling, shown beside; ``doc``:
+    the analysis document with a ``calibration`` block (its calibrated step is shown)."""
     from rich.text import Text
 
     s, t, _mem, pr = a.scenario, a.totals, a.memory, a.precision
@@ -141,8 +143,11 @@ def analysis_renderables(a: Analysis, width: int, other: Analysis | None = None)
         else f"context {s.context_len}"
     head = wrap_fields([f"{a.model.name} on {a.hw.display_name}",
                         f"{s.phase} batch {s.batch}, {lengths}",
-                        f"weights {pr.weight}, activations {pr.act}, KV {pr.kv}",
-                        f"TP {s.tp} PP {s.pp} EP {s.ep}",
+                        f"{pr.scheme or pr.weight};",
+                        f"weights {pr.weight} ({pr.weight_source}),",
+                        f"activations {pr.act}, KV {pr.kv}",
+                        f"TP {s.tp} PP {s.pp} EP {s.ep}"
+                        + (f" attention-DP {s.attn_dp}" if s.attn_dp > 1 else ""),
                         f"times at {CEILING_WORDS[s.ceiling]}"], width)
     cols = [Col("op", 0, right=False), Col("count", 4), Col("time", 5), Col("x count", 0),
             Col("share", 0), Col("bound", 1, right=False), Col("FLOP", 6), Col("bytes", 6),
@@ -163,7 +168,8 @@ def analysis_renderables(a: Analysis, width: int, other: Analysis | None = None)
             rows.append([
                 "  " + op.name, str(op.count), t_s(p.time_s), t_s(p.total_time_s),
                 F.pct(p.total_time_s / total),
-                f"comm: {_link_of(a, p)}" if link else p.bound,
+                f"comm: {_link_of(a, p)}" + (f" {p.algorithm}" if p.algorithm else "")
+                if link else p.bound,
                 "-" if link else F.si(op.flops),
                 F.nbytes(op.comm_bytes) + " link" if link else F.nbytes(op.bytes),
                 "-" if link else F.intensity(p.intensity),
@@ -171,17 +177,28 @@ def analysis_renderables(a: Analysis, width: int, other: Analysis | None = None)
                 _shape(op.shape)])
             styles.append(None)
     table = fit_table(cols, rows, width, styles)
-    return [*lines(head), table, *lines(step_lines(a, width, other))]
+    notes = [f"note: {n}" for n in pr.notes]
+    if doc is not None and "calibration" in doc:
+        c = doc["calibration"]
+        notes.insert(0, f"calibrated by {c['file']} (fitted on {c['hardware']}, "
+                        f"{c['ceiling']} ceilings): step {t_s(c['time_s'])} = ops "
+                        f"{t_s(c['ops_time_s'])} + framework {t_s(c['framework_time_s'])}")
+        notes += [f"note: {n}" for n in c["notes"]]
+    return [*lines(head), table, *lines(step_lines(a, width, other)),
+            *lines([w for n in notes for w in wrap_fields(n.split(" "), width, sep=" ")])]
 
 
 def step_lines(a: Analysis, width: int, other: Analysis | None = None) -> list[str]:
     """Totals and memory of one step, as lines that fit ``width``."""
     s, t, mem = a.scenario, a.totals, a.memory
-    gpus = s.tp * s.pp
+    gpus = s.tp * s.attn_dp * s.pp
     what = {"prefill": "TTFT (prefill of the whole batch, no queueing)",
             "decode": f"TPOT (one decode step at context {s.context_len})",
             "chunked_prefill": "chunk step"}[s.phase]
     step = [f"{what}: {t_s(t.time_s)} at {CEILING_WORDS[s.ceiling]}"]
+    fixed = sum(p.overhead_s * p.op.count for p in a.points if p.bound != "comm")
+    if fixed:
+        step.append(f"(incl. {t_s(fixed)} fixed per-kernel cost)")
     if other is not None:
         step.append(f"{t_s(other.totals.time_s)} at {CEILING_WORDS[other.scenario.ceiling]}")
     fields = [f"{t.bound}-bound", f"{F.si(t.flops, 'FLOP')} and {F.nbytes(t.bytes)} per GPU",
