@@ -24,3 +24,9 @@ app.add_typer(models_app, name="models")
 from perfscope.cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+
+from perfscope.cli.dashboard import dashboard_cmd  # noqa: E402
+from perfscope.cli.regress import regress_app  # noqa: E402
+
+app.add_typer(regress_app, name="regress")
+app.command("dashboard")(dashboard_cmd)

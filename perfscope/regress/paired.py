@@ -1,0 +1,193 @@
+"""The paired timing loop: A and B interleaved in a random order, round after round.
+
+Each round visits the benchmarks in a shuffled order; for each it times one sample of the
+baseline and one of the candidate back to back, which of the two goes first drawn at random
+(so neither side is systematically the one that runs on a cache or frequency state the other
+left). A sample is ``inner`` calls timed together, ``inner`` calibrated once so a sample
+lasts about ``sample_s`` and identical for both sides. After ``min_rounds`` the verdicts are
+checked every ``check_every`` rounds; a benchmark whose interval has settled (any verdict but
+inconclusive) stops being sampled, and the loop ends when all have settled, at
+``max_rounds``, or when ``max_time_s`` of sampling has passed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from perfscope.regress.sides import SetupReport
+from perfscope.regress.stats import Decision, bootstrap_median_ci, decide, median
+
+
+class Side(Protocol):
+    def setup(self, names: Sequence[str] | None) -> SetupReport: ...
+    def run(self, name: str, inner: int) -> float: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how carefully to compare. Times in seconds."""
+
+    threshold: float = 0.05  # relative change that counts (0.05: 5 %)
+    confidence: float = 0.95  # of the bootstrap interval
+    min_rounds: int = 12
+    max_rounds: int = 120
+    max_time_s: float = 240.0  # of sampling, all benchmarks together
+    sample_s: float = 0.02  # target duration of one timed sample
+    check_every: int = 4
+    threads: int = 1
+    cpus: tuple[int, ...] = ()
+    seed: int = 0
+    resamples: int = 2000
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "confidence": self.confidence,
+                "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
+                "max_time_s": self.max_time_s, "sample_s": self.sample_s,
+                "check_every": self.check_every, "threads": self.threads,
+                "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
+
+
+QUICK = Settings(min_rounds=10, max_rounds=40, max_time_s=25.0, sample_s=0.01, check_every=5)
+
+
+@dataclass
+class Benchmark:
+    """Samples of one benchmark (seconds per call) and, once decided, its verdict."""
+
+    name: str
+    inner: int
+    baseline_s: list[float] = field(default_factory=list)
+    candidate_s: list[float] = field(default_factory=list)
+    decision: Decision | None = None
+
+    @property
+    def ratios(self) -> list[float]:
+        return [c / b for b, c in zip(self.baseline_s, self.candidate_s, strict=True)]
+
+    def to_json(self, s: Settings) -> dict[str, Any]:
+        d = self.decision
+        assert d is not None
+        row: dict[str, Any] = {
+            "name": self.name, "verdict": d.verdict, "ratio": d.ratio, "ci_low": d.ci_low,
+            "ci_high": d.ci_high, "reason": d.reason, "rounds": d.n, "inner_calls": self.inner}
+        for side, xs in (("baseline", self.baseline_s), ("candidate", self.candidate_s)):
+            lo, hi = bootstrap_median_ci(xs, confidence=s.confidence, resamples=s.resamples,
+                                         seed=s.seed) if xs else (None, None)
+            row |= {f"{side}_median_s": median(xs) if xs else None,
+                    f"{side}_ci_low_s": lo, f"{side}_ci_high_s": hi}
+        row["samples"] = {"baseline_s": self.baseline_s, "candidate_s": self.candidate_s}
+        return row
+
+
+@dataclass
+class Comparison:
+    benchmarks: list[Benchmark]
+    skipped: dict[str, str]  # name -> why (skipped or failed on either side)
+    rounds: int
+    sampling_s: float
+    stopped: str  # why the loop ended
+
+
+def _decide(b: Benchmark, s: Settings) -> Decision:
+    return decide(b.ratios, threshold=s.threshold, confidence=s.confidence,
+                  resamples=s.resamples, seed=s.seed)
+
+
+def _setup_both(a: Side, b: Side, names: Sequence[str] | None) -> tuple[SetupReport, SetupReport]:
+    with ThreadPoolExecutor(2) as pool:  # two processes importing at once: halves the wait
+        fa, fb = pool.submit(a.setup, names), pool.submit(b.setup, names)
+        return fa.result(), fb.result()
+
+
+def _calibrate(a: Side, b: Side, name: str, warm_a: float, warm_b: float, s: Settings) -> int:
+    """Calls per sample so one sample lasts about ``sample_s`` on the slower side."""
+    inner = max(1, round(s.sample_s / max(warm_a, warm_b)))
+    t = max(a.run(name, inner), b.run(name, inner))  # also a second warm-up of both
+    return max(1, round(s.sample_s / max(t, 1e-9)))
+
+
+def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
+            progress: Callable[[str], None] = lambda msg: None,
+            check_setup: Callable[[dict[str, str]], None] = lambda skipped: None
+            ) -> Comparison:
+    """Run the paired loop between baseline ``a`` and candidate ``b``. ``check_setup`` sees
+    the skipped benchmarks before any sampling and may raise."""
+    rep_a, rep_b = _setup_both(a, b, names)
+    skipped: dict[str, str] = {}
+    for label, rep in (("baseline", rep_a), ("candidate", rep_b)):
+        for n, why in rep.skipped.items():
+            skipped.setdefault(n, f"skipped on the {label}: {why}")
+            progress(f"{n}: skipped on the {label}: {why}")
+        for n, why in rep.errors.items():
+            skipped.setdefault(n, f"failed on the {label}: {why}")
+            progress(f"{n}: failed on the {label}: {why}")
+    check_setup(skipped)
+    order = [n for n in rep_a.ready if n in rep_b.ready]
+    rng = random.Random(s.seed)
+    benches = {}
+    for n in order:
+        benches[n] = Benchmark(n, _calibrate(a, b, n, rep_a.ready[n], rep_b.ready[n], s))
+    active = list(order)
+    t0 = time.perf_counter()
+    rounds, stopped = 0, "max rounds"
+    while active:
+        rng.shuffle(active)
+        for n in active:
+            bm = benches[n]
+            first_a = rng.random() < 0.5
+            if first_a:
+                ta = a.run(n, bm.inner)
+                tb = b.run(n, bm.inner)
+            else:
+                tb = b.run(n, bm.inner)
+                ta = a.run(n, bm.inner)
+            bm.baseline_s.append(ta)
+            bm.candidate_s.append(tb)
+        rounds += 1
+        elapsed = time.perf_counter() - t0
+        if rounds >= s.min_rounds and (rounds - s.min_rounds) % s.check_every == 0:
+            for n in list(active):
+                d = _decide(benches[n], s)
+                if d.verdict != "inconclusive":
+                    active.remove(n)
+                    progress(f"{n}: {d.verdict} after {rounds} rounds (ratio {d.ratio:.3f}, "
+                             f"CI {d.ci_low:.3f}..{d.ci_high:.3f})")
+        if not active:
+            stopped = "all decided"
+            break
+        if rounds >= s.max_rounds:
+            break
+        if elapsed > s.max_time_s:
+            stopped = "time budget"
+            break
+        active.sort()  # reshuffled from a fixed order: reproducible for a seed
+    for bm in benches.values():
+        bm.decision = _decide(bm, s)
+    return Comparison(list(benches.values()), skipped, rounds, time.perf_counter() - t0,
+                      stopped)
+
+
+class LocalSide:
+    """Callables in this process (the pytest fixture compares two implementations)."""
+
+    def __init__(self, fns: dict[str, Callable[[], Any]]) -> None:
+        self.fns = fns
+
+    def setup(self, names: Sequence[str] | None) -> SetupReport:
+        from perfscope.regress.worker import _warm
+
+        return SetupReport({n: _warm(f) for n, f in self.fns.items()}, {}, {})
+
+    def run(self, name: str, inner: int) -> float:
+        from perfscope.regress.worker import _time
+
+        return _time(self.fns[name], inner)
+
+    def close(self) -> None:
+        pass
