@@ -49,7 +49,7 @@ def bench_analyze_decode_70b_tp4() -> Bench:
     return lambda: analyze(m, hw, sc)
 
 
-def bench_analyze_prefill_deepseek_v3() -> Bench:
+def bench_analyze_prefill_dsv3_tp8() -> Bench:
     """One analysis of the most intricate graph: DeepSeek-V3 (MLA + MoE) prefill, TP 8."""
     from perfscope.api import Scenario, analyze, load_hw, load_model
 

@@ -109,7 +109,8 @@ def regress_cmd(
                           for b in doc["benchmarks"]]), output)
     else:
         emit(render_table(doc), output)
-    log(f"perfscope regress: {doc['verdict']} ({doc['reason']}); exit {doc['exit_code']}")
+    if fmt != "table" or output is not None:
+        log(f"perfscope regress: {doc['verdict']} ({doc['reason']}); exit {doc['exit_code']}")
     return int(doc["exit_code"])
 
 
@@ -123,7 +124,7 @@ def render_table(doc: dict[str, Any]) -> str:
     from perfscope.units import fmt_time
 
     conf = f"{doc['confidence']:.0%}"
-    t = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False,
+    t = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
               title=f"{doc['candidate']['ref']} vs {doc['baseline']['ref']}: candidate / "
                     f"baseline time, {conf} CI, +-{doc['threshold']:.0%} band",
               title_justify="left")
