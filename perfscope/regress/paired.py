@@ -4,8 +4,12 @@ Each round visits the benchmarks in a shuffled order; for each it times one samp
 baseline and one of the candidate back to back, which of the two goes first drawn at random
 (so neither side is systematically the one that runs on a cache or frequency state the other
 left). A sample is ``inner`` calls timed together, ``inner`` calibrated once so a sample
-lasts about ``sample_s`` and identical for both sides. After ``min_rounds`` the verdicts are
-checked every ``check_every`` rounds; a benchmark whose interval has settled (any verdict but
+lasts about ``sample_s`` and identical for both sides. Every ``block_rounds`` rounds a
+benchmark is set up again on both sides (fresh data at fresh addresses): a data layout that
+happens to favour one process then varies from block to block, and the interval, which
+resamples whole blocks (``stats.bootstrap_median_ci``), widens by that much instead of
+mistaking one layout's luck for a change. After ``min_rounds`` the verdicts are checked every
+``check_every`` rounds; a benchmark whose interval has settled (any verdict but
 inconclusive) stops being sampled, and the loop ends when all have settled, at
 ``max_rounds``, or when ``max_time_s`` of sampling has passed.
 """
@@ -26,6 +30,7 @@ from perfscope.regress.stats import Decision, bootstrap_median_ci, decide, media
 class Side(Protocol):
     def setup(self, names: Sequence[str] | None) -> SetupReport: ...
     def run(self, name: str, inner: int) -> float: ...
+    def reset(self, name: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -44,6 +49,7 @@ class Settings:
     # wider). The pipe round trip (~0.3 ms) bounds how short a sample can usefully be.
     sample_s: float = 0.005
     check_every: int = 10
+    block_rounds: int = 15  # rounds between two setups of a benchmark
     threads: int = 1
     cpus: tuple[int, ...] = ()
     seed: int = 0
@@ -53,11 +59,13 @@ class Settings:
         return {"threshold": self.threshold, "confidence": self.confidence,
                 "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
                 "max_time_s": self.max_time_s, "sample_s": self.sample_s,
-                "check_every": self.check_every, "threads": self.threads,
+                "check_every": self.check_every, "block_rounds": self.block_rounds,
+                "threads": self.threads,
                 "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
 
 
-QUICK = Settings(min_rounds=15, max_rounds=1000, max_time_s=30.0, check_every=5)
+QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=25.0, check_every=4,
+                 block_rounds=8)
 
 
 @dataclass
@@ -68,21 +76,26 @@ class Benchmark:
     inner: int
     baseline_s: list[float] = field(default_factory=list)
     candidate_s: list[float] = field(default_factory=list)
+    blocks: list[list[float]] = field(default_factory=lambda: [[]])  # ratios by block
     decision: Decision | None = None
 
-    @property
-    def ratios(self) -> list[float]:
-        return [c / b for b, c in zip(self.baseline_s, self.candidate_s, strict=True)]
+    def add(self, baseline_s: float, candidate_s: float) -> None:
+        self.baseline_s.append(baseline_s)
+        self.candidate_s.append(candidate_s)
+        self.blocks[-1].append(candidate_s / baseline_s)
 
     def to_json(self, s: Settings) -> dict[str, Any]:
         d = self.decision
         assert d is not None
         row: dict[str, Any] = {
             "name": self.name, "verdict": d.verdict, "ratio": d.ratio, "ci_low": d.ci_low,
-            "ci_high": d.ci_high, "reason": d.reason, "rounds": d.n, "inner_calls": self.inner}
+            "ci_high": d.ci_high, "reason": d.reason, "rounds": d.n, "blocks": len(self.blocks),
+            "inner_calls": self.inner}
         for side, xs in (("baseline", self.baseline_s), ("candidate", self.candidate_s)):
-            lo, hi = bootstrap_median_ci(xs, confidence=s.confidence, resamples=s.resamples,
-                                         seed=s.seed) if xs else (None, None)
+            by_block = _split(xs, [len(b) for b in self.blocks])
+            lo, hi = bootstrap_median_ci(by_block, confidence=s.confidence,
+                                         resamples=s.resamples, seed=s.seed) if xs else (None,
+                                                                                        None)
             row |= {f"{side}_median_s": median(xs) if xs else None,
                     f"{side}_ci_low_s": lo, f"{side}_ci_high_s": hi}
         row["samples"] = {"baseline_s": self.baseline_s, "candidate_s": self.candidate_s}
@@ -98,8 +111,16 @@ class Comparison:
     stopped: str  # why the loop ended
 
 
+def _split(xs: list[float], sizes: list[int]) -> list[list[float]]:
+    out, i = [], 0
+    for n in sizes:
+        out.append(xs[i:i + n])
+        i += n
+    return [b for b in out if b]
+
+
 def _decide(b: Benchmark, s: Settings) -> Decision:
-    return decide(b.ratios, threshold=s.threshold, confidence=s.confidence,
+    return decide([blk for blk in b.blocks if blk], threshold=s.threshold, confidence=s.confidence,
                   resamples=s.resamples, seed=s.seed)
 
 
@@ -122,6 +143,7 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
             ) -> Comparison:
     """Run the paired loop between baseline ``a`` and candidate ``b``. ``check_setup`` sees
     the skipped benchmarks before any sampling and may raise."""
+    t_setup = time.perf_counter()
     rep_a, rep_b = _setup_both(a, b, names)
     skipped: dict[str, str] = {}
     for label, rep in (("baseline", rep_a), ("candidate", rep_b)):
@@ -137,6 +159,8 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
     benches = {}
     for n in order:
         benches[n] = Benchmark(n, _calibrate(a, b, n, rep_a.ready[n], rep_b.ready[n], s))
+    progress(f"{len(order)} benchmarks set up and calibrated on both sides in "
+             f"{time.perf_counter() - t_setup:.1f} s; sampling")
     active = list(order)
     t0 = time.perf_counter()
     rounds, stopped = 0, "max rounds"
@@ -144,15 +168,17 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
         rng.shuffle(active)
         for n in active:
             bm = benches[n]
-            first_a = rng.random() < 0.5
-            if first_a:
+            if len(bm.blocks[-1]) >= s.block_rounds:
+                a.reset(n)
+                b.reset(n)
+                bm.blocks.append([])
+            if rng.random() < 0.5:
                 ta = a.run(n, bm.inner)
                 tb = b.run(n, bm.inner)
             else:
                 tb = b.run(n, bm.inner)
                 ta = a.run(n, bm.inner)
-            bm.baseline_s.append(ta)
-            bm.candidate_s.append(tb)
+            bm.add(ta, tb)
         rounds += 1
         elapsed = time.perf_counter() - t0
         if rounds >= s.min_rounds and (rounds - s.min_rounds) % s.check_every == 0:
@@ -192,6 +218,9 @@ class LocalSide:
         from perfscope.regress.worker import _time
 
         return _time(self.fns[name], inner)
+
+    def reset(self, name: str) -> None:
+        pass  # callables, not setups: nothing to build again
 
     def close(self) -> None:
         pass

@@ -176,6 +176,9 @@ class WorkerSide:
     def run(self, name: str, inner: int) -> float:
         return float(self._ask({"cmd": "run", "name": name, "inner": inner})["time_s"])
 
+    def reset(self, name: str) -> None:
+        self._ask({"cmd": "reset", "name": name})
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             assert self.proc.stdin is not None
@@ -223,6 +226,9 @@ class CommandSide:
 
     def run(self, name: str, inner: int) -> float:
         return sum(self._once() for _ in range(inner)) / inner
+
+    def reset(self, name: str) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -61,28 +61,46 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def bootstrap_median_ci(values: Sequence[float], *, confidence: float = 0.95,
-                        resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the median of ``values``.
+def bootstrap_median_ci(values: Sequence[float] | Sequence[Sequence[float]], *,
+                        confidence: float = 0.95, resamples: int = 2000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median.
 
-    Draws ``resamples`` samples of len(values) with replacement, takes each one's median, and
-    returns the (1-c)/2 and (1+c)/2 quantiles of those medians. Deterministic for a seed.
+    ``values`` is a flat list of samples, or a list of blocks of samples (rounds taken after
+    the same setup). Flat: draw len(values) samples with replacement, take the median, and
+    repeat ``resamples`` times. Blocks: two-stage resampling, first the blocks with
+    replacement, then the samples within each drawn block, so that an effect shared by a
+    block (a data layout, a process's memory placement) widens the interval as it should
+    instead of being counted as many independent samples. Returns the (1-c)/2 and (1+c)/2
+    quantiles of the resampled medians; deterministic for a seed.
     """
-    n = len(values)
+    blocks = _blocks(values)
+    n = sum(len(b) for b in blocks)
     if n == 0:
         raise ValueError("bootstrap of no values")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence}: must be in (0, 1)")
     rng = random.Random(seed)
-    data = list(values)
-    mid = n // 2
     meds = []
-    for _ in range(resamples):
-        s = sorted(rng.choices(data, k=n))
-        meds.append(s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid]))
+    if len(blocks) == 1:
+        data = blocks[0]
+        for _ in range(resamples):
+            meds.append(median(rng.choices(data, k=n)))
+    else:
+        for _ in range(resamples):
+            pool: list[float] = []
+            for b in rng.choices(blocks, k=len(blocks)):
+                pool += rng.choices(b, k=len(b))
+            meds.append(median(pool))
     meds.sort()
     alpha = (1 - confidence) / 2
     return _quantile(meds, alpha), _quantile(meds, 1 - alpha)
+
+
+def _blocks(values: Sequence[float] | Sequence[Sequence[float]]) -> list[list[float]]:
+    if values and isinstance(values[0], (list, tuple)):
+        return [list(map(float, b)) for b in values if len(b)]  # type: ignore[arg-type]
+    return [[float(v) for v in values]]  # type: ignore[arg-type]
 
 
 def classify(ci_low: float, ci_high: float, threshold: float) -> tuple[str, str]:
@@ -107,19 +125,22 @@ def classify(ci_low: float, ci_high: float, threshold: float) -> tuple[str, str]
     return "inconclusive", why
 
 
-def decide(ratios: Sequence[float], *, threshold: float = 0.05, confidence: float = 0.95,
-           resamples: int = 2000, seed: int = 0, min_n: int = 5) -> Decision:
-    """Verdict on paired ratios (candidate / baseline time per round)."""
+def decide(ratios: Sequence[float] | Sequence[Sequence[float]], *, threshold: float = 0.05,
+           confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
+           min_n: int = 5) -> Decision:
+    """Verdict on paired ratios (candidate / baseline time per round), flat or in blocks
+    (see ``bootstrap_median_ci``)."""
     if not threshold > 0:
         raise ValueError(f"threshold {threshold}: must be > 0")
-    n = len(ratios)
+    flat = [x for b in _blocks(ratios) for x in b]
+    n = len(flat)
     if n < min_n:
-        m = median(ratios) if n else math.nan
+        m = median(flat) if n else math.nan
         return Decision("inconclusive", m, math.nan, math.nan, n,
                         f"only {n} paired rounds (at least {min_n} needed)")
     lo, hi = bootstrap_median_ci(ratios, confidence=confidence, resamples=resamples, seed=seed)
     verdict, why = classify(lo, hi, threshold)
-    return Decision(verdict, median(ratios), lo, hi, n, why)
+    return Decision(verdict, median(flat), lo, hi, n, why)
 
 
 def overall_verdict(verdicts: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ benchmarks' own prints go to stderr so they cannot corrupt the protocol):
                                            -> {"ok": true, "ready": {name: per_call_s},
                                                 "skipped": {name: why}, "errors": {name: why},
                                                 "files": {module: file}, "threads": n}
+    {"cmd": "reset", "name": s}               -> {"ok": true}  (the setup again: a new block)
     {"cmd": "run", "name": s, "inner": k}     -> {"ok": true, "time_s": seconds per call}
     {"cmd": "quit"}                           -> (exits)
 
@@ -137,6 +138,17 @@ def serve(suite: str, threads: int, inp: Any, out: Any) -> None:
                 reply({"ok": True, "ready": ready, "skipped": skipped, "errors": errors,
                        "files": _files(), "threads": _set_threads(threads),
                        "python": sys.version.split()[0], "pid": os.getpid()})
+            elif cmd == "reset":
+                # a new block: the setup again (fresh data, so fresh addresses and alignment)
+                name = req["name"]
+                fns.pop(name, None)
+                fn = setups[name]()
+                for _ in range(WARMUP_CALLS):
+                    fn()
+                fns[name] = fn
+                gc.collect()
+                gc.freeze()
+                reply({"ok": True})
             elif cmd == "run":
                 reply({"ok": True, "time_s": _time(fns[req["name"]], int(req["inner"]))})
             else:
