@@ -47,7 +47,7 @@ class Settings:
     # another process than a 20 ms one, and for the same time the interval narrows faster
     # (measured here: 3 ms samples gave intervals as narrow as min-of-3 schemes, 10 ms ones
     # wider). The pipe round trip (~0.3 ms) bounds how short a sample can usefully be.
-    sample_s: float = 0.005
+    sample_s: float = 0.003
     check_every: int = 10
     block_rounds: int = 15  # rounds between two setups of a benchmark
     threads: int = 1
