@@ -78,8 +78,8 @@ def bench_render_analysis_table() -> Bench:
     from perfscope.api import Scenario, analyze, load_hw, load_model
     from perfscope.report.tables import analysis_table
 
-    a = analyze(load_model("gemma-2-9b"), load_hw("h100-sxm"),
-                Scenario(phase="decode", batch=8, context_len=8000))
+    a = analyze(load_model("llama-3.1-8b"), load_hw("h100-sxm"),
+                Scenario(phase="decode", batch=8, context_len=4096))
 
     def render() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
