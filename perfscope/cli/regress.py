@@ -56,6 +56,9 @@ def regress_cmd(
                                                         "(all benchmarks).")] = None,
     sample_ms: Annotated[float | None, typer.Option(help="Target duration of one timed "
                                                          "sample, milliseconds.")] = None,
+    clock: Annotated[str, typer.Option(help="wall (default) | cpu: process CPU time, blind to "
+                                            "preemption; only for CPU-bound code (never GPU "
+                                            "or I/O).")] = "wall",
     threads: Annotated[int, typer.Option(help="Thread count of both sides (OMP/MKL/"
                                               "OpenBLAS/torch).")] = 1,
     cpus: Annotated[str, typer.Option(help="auto (the last --threads CPUs) | none | ids "
@@ -84,6 +87,7 @@ def regress_cmd(
     base = QUICK if quick else Settings()
     settings = dataclasses.replace(
         base, threshold=threshold, confidence=confidence, threads=threads, seed=seed,
+        clock=clock,
         cpus=resolve_cpus(cpus, threads) if threads >= 1 else (),
         max_rounds=rounds if rounds is not None else max(base.max_rounds, min_rounds or 0),
         min_rounds=min_rounds if min_rounds is not None else min(base.min_rounds,

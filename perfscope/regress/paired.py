@@ -57,6 +57,7 @@ class Settings:
     sample_s: float = 0.003
     check_every: int = 10
     block_rounds: int = 15  # rounds between two setups of a benchmark
+    clock: str = "wall"  # wall | cpu (process CPU time: blind to preemption and to waiting)
     threads: int = 1
     cpus: tuple[int, ...] = ()
     seed: int = 0
@@ -67,6 +68,7 @@ class Settings:
                 "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
                 "max_time_s": self.max_time_s, "sample_s": self.sample_s,
                 "check_every": self.check_every, "block_rounds": self.block_rounds,
+                "clock": self.clock,
                 "threads": self.threads,
                 "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
 
@@ -132,6 +134,8 @@ def _decide(b: Benchmark, s: Settings) -> Decision:
 
 
 def _setup_both(a: Side, b: Side, names: Sequence[str] | None) -> tuple[SetupReport, SetupReport]:
+    if isinstance(a, LocalSide):  # one interpreter: warm up one after the other
+        return a.setup(names), b.setup(names)
     with ThreadPoolExecutor(2) as pool:  # two processes importing at once: halves the wait
         fa, fb = pool.submit(a.setup, names), pool.submit(b.setup, names)
         return fa.result(), fb.result()
@@ -214,8 +218,8 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
 class LocalSide:
     """Callables in this process (the pytest fixture compares two implementations)."""
 
-    def __init__(self, fns: dict[str, Callable[[], Any]]) -> None:
-        self.fns = fns
+    def __init__(self, fns: dict[str, Callable[[], Any]], clock: str = "wall") -> None:
+        self.fns, self.clock = fns, clock
 
     def setup(self, names: Sequence[str] | None) -> SetupReport:
         from perfscope.regress.worker import _warm
@@ -225,7 +229,7 @@ class LocalSide:
     def run(self, name: str, inner: int) -> float:
         from perfscope.regress.worker import _time
 
-        return _time(self.fns[name], inner)
+        return _time(self.fns[name], inner, self.clock)
 
     def reset(self, name: str) -> None:
         pass  # callables, not setups: nothing to build again

@@ -88,6 +88,8 @@ def check_request(r: Request) -> None:
         raise InputError(f"--threshold {s.threshold}: use a fraction such as 0.05 (5 %)")
     if not 0.5 <= s.confidence < 1:
         raise InputError(f"--confidence {s.confidence}: use a value in [0.5, 1), e.g. 0.95")
+    if s.clock not in ("wall", "cpu"):
+        raise InputError(f"--clock {s.clock!r}: use wall or cpu")
     if s.threads < 1:
         raise InputError(f"--threads {s.threads}: must be >= 1")
     if s.min_rounds < 5 or s.max_rounds < s.min_rounds:
@@ -115,8 +117,10 @@ def _prepare(tree: Tree, cmd: str | None, label: str) -> None:
 def _sides(r: Request, cpus: tuple[int, ...]) -> Iterator[tuple[Side, Side, Tree, Tree]]:
     s = r.settings
     if r.baseline_cmd and r.candidate_cmd:
-        a = CommandSide("baseline", r.baseline_cmd, threads=s.threads, cpus=cpus, cwd=r.repo)
-        b = CommandSide("candidate", r.candidate_cmd, threads=s.threads, cpus=cpus, cwd=r.repo)
+        a = CommandSide("baseline", r.baseline_cmd, threads=s.threads, cpus=cpus, cwd=r.repo,
+                        clock=s.clock)
+        b = CommandSide("candidate", r.candidate_cmd, threads=s.threads, cpus=cpus, cwd=r.repo,
+                        clock=s.clock)
         yield a, b, a.tree, b.tree
         return
     assert r.baseline is not None
@@ -126,10 +130,10 @@ def _sides(r: Request, cpus: tuple[int, ...]) -> Iterator[tuple[Side, Side, Tree
         _prepare(ta, r.prepare, "baseline")
         _prepare(tb, r.prepare, "candidate")
         wa = WorkerSide("baseline", ta, suite, threads=s.threads, cpus=cpus, paths=r.paths,
-                        quick=r.quick)
+                        quick=r.quick, clock=s.clock)
         try:
             wb = WorkerSide("candidate", tb, suite, threads=s.threads, cpus=cpus,
-                            paths=r.paths, quick=r.quick)
+                            paths=r.paths, quick=r.quick, clock=s.clock)
             try:
                 yield wa, wb, ta, tb
             finally:

@@ -120,8 +120,9 @@ class WorkerSide:
 
     def __init__(self, label: str, tree: Tree, suite: Path, *, threads: int,
                  cpus: Sequence[int] = (), paths: Sequence[str] = (".",), quick: bool = False,
-                 python: str = sys.executable) -> None:
+                 clock: str = "wall", python: str = sys.executable) -> None:
         self.label, self.tree, self.threads, self.quick = label, tree, threads, quick
+        self.clock = clock
         # the worker's stderr goes to a file (a pipe nobody reads could fill and block it)
         self._log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         roots = [tree.path / sub for sub in paths]
@@ -174,7 +175,8 @@ class WorkerSide:
                         "--path for a src/ layout")
 
     def run(self, name: str, inner: int) -> float:
-        return float(self._ask({"cmd": "run", "name": name, "inner": inner})["time_s"])
+        return float(self._ask({"cmd": "run", "name": name, "inner": inner,
+                                "clock": self.clock})["time_s"])
 
     def reset(self, name: str) -> None:
         self._ask({"cmd": "reset", "name": name})
@@ -199,8 +201,8 @@ class CommandSide:
     name = "command"
 
     def __init__(self, label: str, command: str, *, threads: int, cpus: Sequence[int] = (),
-                 cwd: Path | None = None) -> None:
-        self.label, self.command, self.threads = label, command, threads
+                 cwd: Path | None = None, clock: str = "wall") -> None:
+        self.label, self.command, self.threads, self.clock = label, command, threads, clock
         self.tree = Tree(command, (cwd or Path.cwd()).resolve(), None, "cmd")
         self._env = pinned_env(threads)
         self._cpus = set(cpus)
@@ -210,11 +212,17 @@ class CommandSide:
             os.sched_setaffinity(0, self._cpus)
 
     def _once(self) -> float:
-        t = time.perf_counter()
+        import resource
+
+        def cpu() -> float:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        c, t = cpu(), time.perf_counter()
         r = subprocess.run(self.command, shell=True, cwd=self.tree.path, env=self._env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            preexec_fn=self._pin if self._cpus else None, check=False)
-        dt = time.perf_counter() - t
+        dt = time.perf_counter() - t if self.clock == "wall" else cpu() - c
         if r.returncode:
             tail = " | ".join(r.stderr.strip().splitlines()[-3:])
             raise MeasureError(f"--{self.label}-cmd exited with status {r.returncode}: {tail}")

@@ -13,7 +13,8 @@ benchmarks' own prints go to stderr so they cannot corrupt the protocol):
                                                 "skipped": {name: why}, "errors": {name: why},
                                                 "files": {module: file}, "threads": n}
     {"cmd": "reset", "name": s}               -> {"ok": true}  (the setup again: a new block)
-    {"cmd": "run", "name": s, "inner": k}     -> {"ok": true, "time_s": seconds per call}
+    {"cmd": "run", "name": s, "inner": k, "clock": "wall"|"cpu"}
+                                              -> {"ok": true, "time_s": seconds per call}
     {"cmd": "quit"}                           -> (exits)
 
 A suite is a Python file whose module-level functions named ``bench_*`` are setups: each
@@ -77,11 +78,17 @@ def _set_threads(n: int) -> int | None:
     return int(torch.get_num_threads())
 
 
-def _time(fn: Callable[[], Any], inner: int) -> float:
-    t = time.perf_counter()
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time(fn: Callable[[], Any], inner: int, clock: str = "wall") -> float:
+    """Seconds per call of ``inner`` calls: wall clock (perf_counter), or this process's CPU
+    time (all its threads; blind to time spent preempted, and to time spent waiting)."""
+    now = CLOCKS[clock]
+    t = now()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - t) / inner
+    return (now() - t) / inner
 
 
 def _files() -> dict[str, str]:
@@ -149,7 +156,8 @@ def serve(suite: str, threads: int, inp: Any, out: Any) -> None:
                 gc.freeze()
                 reply({"ok": True})
             elif cmd == "run":
-                reply({"ok": True, "time_s": _time(fns[req["name"]], int(req["inner"]))})
+                reply({"ok": True, "time_s": _time(fns[req["name"]], int(req["inner"]),
+                                                   req.get("clock", "wall"))})
             else:
                 reply({"ok": False, "error": f"unknown command {cmd!r}"})
         except Exception as e:
