@@ -121,6 +121,7 @@ def regress_cmd(
 def render_table(doc: dict[str, Any]) -> str:
     """The verdicts as a text table that fits 80 columns."""
     import io
+    import textwrap
 
     from rich.console import Console
     from rich.table import Table
@@ -142,12 +143,15 @@ def render_table(doc: dict[str, Any]) -> str:
     for s in doc["skipped"]:
         t.add_row(s["name"], "skipped", "-", "-", "-", "-", "-")
     buf = io.StringIO()
-    con = Console(file=buf, width=_width(), highlight=False, soft_wrap=False)
+    width = _width()
+    con = Console(file=buf, width=width, highlight=False, soft_wrap=False)
     con.print(t)
-    lines = [buf.getvalue().rstrip("\n"), f"verdict: {doc['verdict']} - {doc['reason']}"]
-    lines += [f"skipped {s['name']}: {s['reason']}" for s in doc["skipped"]]
-    lines.append(f"{doc['rounds']} rounds, {doc['sampling_s']:.1f} s sampling "
+    notes = [f"verdict: {doc['verdict']} - {doc['reason']}"]
+    notes += [f"skipped {s['name']}: {s['reason']}" for s in doc["skipped"]]
+    notes.append(f"{doc['rounds']} rounds, {doc['sampling_s']:.1f} s sampling "
                  f"({doc['stopped']}), {doc['wall_s']:.1f} s in all")
+    lines = [buf.getvalue().rstrip("\n")]
+    lines += [textwrap.fill(n, width=max(width, 40), subsequent_indent="  ") for n in notes]
     return "\n".join(lines) + "\n"
 
 
