@@ -87,13 +87,15 @@ def main() -> int:
     p.add_argument("--full", action="store_true", help="also run the planted case without "
                                                       "--quick")
     p.add_argument("--skip-identical", action="store_true")
+    p.add_argument("--history", default=None, help="also append every run to this .jsonl")
     a = p.parse_args()
+    extra = ["--history", str(Path(a.history).resolve())] if a.history else []
     ok = True
     if not a.skip_identical:
         verdicts = []
         for i in range(a.runs):
             doc, wall = regress("--baseline", "HEAD", "--candidate", "HEAD", "--quick",
-                                "--seed", str(i))
+                                "--seed", str(i), *extra)
             show(doc, wall, f"identical {i + 1:2}/{a.runs}")
             verdicts.append(doc["verdict"])
         bad = verdicts.count("regression")
@@ -105,7 +107,8 @@ def main() -> int:
         try:
             modes = [("--quick",), ("--full",)] if a.full else [("--quick",)]
             for mode in modes:
-                doc, wall = regress("--baseline", "HEAD", "--candidate", str(tree), *mode)
+                doc, wall = regress("--baseline", "HEAD", "--candidate", str(tree), *mode,
+                                    *extra)
                 show(doc, wall, f"planted +10% in analyze() {mode[0]}")
                 slowed = [b for b in doc["benchmarks"] if b["name"].startswith(SLOWED)]
                 caught = [b["name"] for b in slowed if b["verdict"] == "regression"]

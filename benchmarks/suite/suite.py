@@ -88,6 +88,11 @@ def bench_render_analysis_table() -> Bench:
     return render
 
 
+# 25-110 ms per call here (rich lays the table out cell by cell): in a quick budget it gets
+# ~10 rounds on a loaded 2-core machine, too few to decide; the full run has time for it
+bench_render_analysis_table.quick = False  # type: ignore[attr-defined]
+
+
 def bench_recommend_sweep() -> Bench:
     """The recommender's search (perfscope recommend), where this revision has it."""
     return _cli(["recommend", "--model", "llama-3.1-8b", "--hw", "h100-sxm", "--gpus", "8",

@@ -73,7 +73,7 @@ class Settings:
                 "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
 
 
-QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=25.0, check_every=4,
+QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=22.0, check_every=4,
                  block_rounds=8)
 
 
