@@ -93,6 +93,7 @@ def regress_cmd(
         min_rounds=min_rounds if min_rounds is not None else min(base.min_rounds,
                                                                  rounds or base.min_rounds),
         max_time_s=max_time if max_time is not None else base.max_time_s,
+        total_time_s=None if max_time is not None else base.total_time_s,
         sample_s=sample_ms / 1e3 if sample_ms is not None else base.sample_s)
     req = Request(baseline=baseline, candidate=candidate, baseline_cmd=baseline_cmd,
                   candidate_cmd=candidate_cmd, suite=suite,

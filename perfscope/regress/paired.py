@@ -50,6 +50,10 @@ class Settings:
     min_rounds: int = 30  # per benchmark, before its first decision
     max_rounds: int = 2000  # per benchmark
     max_time_s: float = 240.0  # of sampling, all benchmarks together
+    # of the whole comparison, setup included (None: no limit): the sampling budget shrinks
+    # by what the setup took, so --quick stays under a minute on a loaded machine, where
+    # importing torch alone took 7 s
+    total_time_s: float | None = None
     # Short samples, many rounds: on a shared machine a 5 ms sample is less often hit by
     # another process than a 20 ms one, and for the same time the interval narrows faster
     # (measured here: 3 ms samples gave intervals as narrow as min-of-3 schemes, 10 ms ones
@@ -66,15 +70,17 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "confidence": self.confidence,
                 "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
-                "max_time_s": self.max_time_s, "sample_s": self.sample_s,
+                "max_time_s": self.max_time_s, "total_time_s": self.total_time_s,
+                "sample_s": self.sample_s,
                 "check_every": self.check_every, "block_rounds": self.block_rounds,
                 "clock": self.clock,
                 "threads": self.threads,
                 "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
 
 
-QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=22.0, check_every=4,
-                 block_rounds=8)
+QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=25.0, total_time_s=45.0,
+                 check_every=4, block_rounds=8)
+MIN_SAMPLING_S = 5.0  # sampled at least this long, however long the setup took
 
 
 @dataclass
@@ -170,8 +176,12 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
     benches = {}
     for n in order:
         benches[n] = Benchmark(n, _calibrate(a, b, n, rep_a.ready[n], rep_b.ready[n], s))
+    budget = s.max_time_s
+    if s.total_time_s is not None:
+        budget = max(MIN_SAMPLING_S,
+                     min(budget, s.total_time_s - (time.perf_counter() - t_setup)))
     progress(f"{len(order)} benchmarks set up and calibrated on both sides in "
-             f"{time.perf_counter() - t_setup:.1f} s; sampling")
+             f"{time.perf_counter() - t_setup:.1f} s; sampling for up to {budget:.0f} s")
     active = list(order)
     spent = dict.fromkeys(order, 0.0)  # sampling seconds given to each benchmark
     t0 = time.perf_counter()
@@ -206,7 +216,7 @@ def compare(a: Side, b: Side, names: Sequence[str] | None, s: Settings,
                     stopped = "all decided"
         if rounds >= s.max_rounds and n in active:
             active.remove(n)
-        if active and time.perf_counter() - t0 > s.max_time_s:
+        if active and time.perf_counter() - t0 > budget:
             stopped = "time budget"
             break
     for bm in benches.values():
