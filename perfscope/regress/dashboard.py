@@ -82,6 +82,7 @@ def figure(name: str, recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         layout["yaxis"] = {"title": {"text": "candidate / baseline"}, "domain": [0.55, 1.0]}
         layout["yaxis2"] = {"title": {"text": "time per call"}, "domain": [0.0, 0.42],
                             "tickformat": "~s", "ticksuffix": "s", "anchor": "x"}
+        layout["xaxis"]["anchor"] = "y2"  # dates under the lower panel, shared by both
     else:
         layout["yaxis"] = {"title": {"text": "time per call"}, "tickformat": "~s",
                            "ticksuffix": "s"}
@@ -113,16 +114,19 @@ def figure(name: str, recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summary_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per benchmark: runs, regressions, and the latest run's figures."""
+    """Per benchmark: runs, regressions, the latest record's time, and the latest paired
+    run's ratio and verdict."""
     rows = []
     for name, recs in by_benchmark(records).items():
         last = recs[-1]
+        paired = [r for r in recs if r.get("ratio") is not None]
+        lp: Mapping[str, Any] = paired[-1] if paired else {}
         rows.append({"benchmark": name, "runs": len(recs),
                      "regressions": sum(r.get("verdict") == "regression" for r in recs),
                      "latest_time": last.get("time"), "latest_source": last.get("source"),
-                     "latest_median_s": last.get("median_s"), "latest_ratio": last.get("ratio"),
-                     "latest_ci_low": last.get("ci_low"), "latest_ci_high": last.get("ci_high"),
-                     "latest_verdict": last.get("verdict")})
+                     "latest_median_s": last.get("median_s"), "latest_ratio": lp.get("ratio"),
+                     "latest_ci_low": lp.get("ci_low"), "latest_ci_high": lp.get("ci_high"),
+                     "latest_verdict": lp.get("verdict")})
     return rows
 
 
