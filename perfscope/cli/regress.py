@@ -33,15 +33,15 @@ def regress_cmd(
         help="Git ref of this repository (branch, tag, SHA; checked out into a temporary "
              "worktree) or a directory.")] = None,
     candidate: Annotated[str | None, typer.Option(
-        help="Git ref or directory; default: the working tree ('.') with its uncommitted "
-             "changes.")] = None,
+        help="Git ref or directory; default: the working tree (its top folder) with its "
+             "uncommitted changes.")] = None,
     baseline_cmd: Annotated[str | None, typer.Option(
         help="Instead of refs: a shell command timed as a whole process per sample.")] = None,
     candidate_cmd: Annotated[str | None, typer.Option(help="The command to compare with "
                                                            "--baseline-cmd.")] = None,
     suite: Annotated[Path | None, typer.Option(
         help="Benchmark suite file (bench_* setups); default benchmarks/suite/suite.py of "
-             "the current directory.")] = None,
+             "the working tree.")] = None,
     bench: Annotated[str | None, typer.Option(help="Only these benchmarks, "
                                                    "comma-separated.")] = None,
     quick: Annotated[bool, typer.Option("--quick/--full", help="Short run (under a minute "

@@ -23,6 +23,7 @@ passed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -54,8 +55,8 @@ class Settings:
     # by what the setup took, so --quick stays under a minute on a loaded machine, where
     # importing torch alone took 7 s
     total_time_s: float | None = None
-    # Short samples, many rounds: on a shared machine a 5 ms sample is less often hit by
-    # another process than a 20 ms one, and for the same time the interval narrows faster
+    # Short samples, many rounds: on a shared machine a 3 ms sample is less often cut by
+    # another process than a 10 ms one, and for the same time the interval narrows faster
     # (measured here: 3 ms samples gave intervals as narrow as min-of-3 schemes, 10 ms ones
     # wider). The pipe round trip (~0.3 ms) bounds how short a sample can usefully be.
     sample_s: float = 0.003
@@ -68,14 +69,7 @@ class Settings:
     resamples: int = 2000
 
     def to_json(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "confidence": self.confidence,
-                "min_rounds": self.min_rounds, "max_rounds": self.max_rounds,
-                "max_time_s": self.max_time_s, "total_time_s": self.total_time_s,
-                "sample_s": self.sample_s,
-                "check_every": self.check_every, "block_rounds": self.block_rounds,
-                "clock": self.clock,
-                "threads": self.threads,
-                "cpus": list(self.cpus), "seed": self.seed, "resamples": self.resamples}
+        return dataclasses.asdict(self) | {"cpus": list(self.cpus)}
 
 
 QUICK = Settings(min_rounds=24, max_rounds=1000, max_time_s=25.0, total_time_s=45.0,

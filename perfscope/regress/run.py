@@ -27,7 +27,7 @@ from typing import Any
 
 from perfscope.errors import InputError, MeasureError
 from perfscope.regress.paired import Comparison, Settings, Side, compare
-from perfscope.regress.sides import CommandSide, Tree, WorkerSide, checkout
+from perfscope.regress.sides import CommandSide, Tree, WorkerSide, checkout, repo_root
 from perfscope.regress.stats import EXIT_CODES, overall_verdict
 
 SCHEMA = "perfscope.regress/1"
@@ -50,6 +50,15 @@ class Request:
     paths: tuple[str, ...] = (".",)  # put on PYTHONPATH, relative to each checkout
     prepare: str | None = None  # shell command run in each checkout first (build step)
     repo: Path = field(default_factory=Path.cwd)
+
+
+def top(start: Path) -> Path:
+    """The working tree's top folder (where the default suite and the default candidate
+    are), or ``start`` itself outside a git repository."""
+    try:
+        return repo_root(start)
+    except InputError:
+        return start
 
 
 def resolve_cpus(spec: str, threads: int) -> tuple[int, ...]:
@@ -96,7 +105,7 @@ def check_request(r: Request) -> None:
         raise InputError(f"--min-rounds {s.min_rounds} / --rounds {s.max_rounds}: need "
                          "5 <= min rounds <= rounds")
     if not cmds:
-        suite = r.suite or r.repo / DEFAULT_SUITE
+        suite = r.suite or top(r.repo) / DEFAULT_SUITE
         if not suite.is_file():
             raise InputError(f"--suite {suite}: no benchmark suite there; pass --suite "
                              "FILE (a Python file of bench_* setups, see docs/regress.md)")
@@ -142,9 +151,9 @@ def _sides(r: Request, cpus: tuple[int, ...]) -> Iterator[tuple[Side, Side, Tree
         yield a, b, a.tree, b.tree
         return
     assert r.baseline is not None
-    suite = (r.suite or r.repo / DEFAULT_SUITE).resolve()
+    suite = (r.suite or top(r.repo) / DEFAULT_SUITE).resolve()
     with checkout(r.baseline, r.repo, "--baseline") as ta, \
-            checkout(r.candidate or ".", r.repo, "--candidate") as tb:
+            checkout(r.candidate or str(top(r.repo)), r.repo, "--candidate") as tb:
         _prepare(ta, r.prepare, "baseline")
         _prepare(tb, r.prepare, "candidate")
         wa = WorkerSide("baseline", ta, suite, threads=s.threads, cpus=cpus, paths=r.paths,
@@ -191,6 +200,7 @@ def document(c: Comparison, r: Request, ta: Tree, tb: Tree, cpus: tuple[int, ...
         "baseline": {"ref": ta.ref, "commit": ta.commit, "kind": ta.kind},
         "candidate": {"ref": tb.ref, "commit": tb.commit, "kind": tb.kind},
         "suite": None if ta.kind == "cmd" else str(r.suite or DEFAULT_SUITE),
+        # a candidate left to its default is the working tree, uncommitted changes included
         "quick": r.quick, "settings": s.to_json(), "rounds": c.rounds, "stopped": c.stopped,
         "sampling_s": c.sampling_s, "wall_s": wall_s, "machine": _machine(cpus),
         "benchmarks": rows,

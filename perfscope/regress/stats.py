@@ -4,7 +4,9 @@ A paired comparison times baseline (A) and candidate (B) back to back in each ro
 random order, so whatever slows the machine during that round slows both; the ratio
 ``t_B / t_A`` of one round is what the noise leaves mostly alone. The decision is made on
 the median of those ratios (a round hit by a burst of load is an outlier, and the median
-ignores a minority of outliers), with a percentile-bootstrap confidence interval around it.
+ignores a minority of outliers), with a percentile-bootstrap confidence interval around it;
+when the rounds come in blocks (each after a fresh setup) the bootstrap resamples blocks
+first, so an effect shared by a block widens the interval.
 
 Verdict rules, with ``threshold`` t (0.05 = 5 %) and the interval [lo, hi] of the median:
 
