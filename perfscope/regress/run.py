@@ -208,10 +208,23 @@ def document(c: Comparison, r: Request, ta: Tree, tb: Tree, cpus: tuple[int, ...
     }
 
 
+def _warn_if_busy(s: Settings, progress: Callable[[str], None]) -> None:
+    if s.clock != "wall" or not hasattr(os, "getloadavg"):
+        return
+    load = os.getloadavg()[0]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if load > cores:
+        progress(f"load average {load:.1f} on {cores} cores: while processes wait for a CPU, "
+                 "wall-clock ratios of short samples are distorted (verdicts get wider "
+                 "intervals, ratios can read smaller or larger than they are); for CPU-bound "
+                 "suites --clock cpu is immune to this")
+
+
 def run_regress(r: Request, progress: Callable[[str], None] = lambda m: None
                 ) -> dict[str, Any]:
     """Compare baseline and candidate; the perfscope.regress/1 document."""
     check_request(r)
+    _warn_if_busy(r.settings, progress)
     cpus = r.settings.cpus
     t0 = time.perf_counter()
     with _sides(r, cpus) as (a, b, ta, tb):
