@@ -35,7 +35,8 @@ def dashboard_cmd(
     records = load(history)
     if not records:
         raise InputError(f"--history {history}: no records yet; run `perfscope regress ... "
-                         "--history FILE` or `pytest benchmarks/suite --history FILE` first")
+                         "--history FILE` or `pytest benchmarks/suite --perfscope-history "
+                         "FILE` first")
     if fmt == "html":
         from perfscope.io import write_atomic
 

@@ -94,7 +94,7 @@ def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     raise InputError(f"--history {path}: no such file or folder; run `perfscope regress ... "
-                     "--history FILE` or `pytest benchmarks/suite --history FILE` first")
+                     "--history FILE` or `pytest benchmarks/suite --perfscope-history FILE` first")
 
 
 def _finite(v: Any) -> bool:

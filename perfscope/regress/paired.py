@@ -142,9 +142,11 @@ def _setup_both(a: Side, b: Side, names: Sequence[str] | None) -> tuple[SetupRep
 
 
 def _calibrate(a: Side, b: Side, name: str, warm_a: float, warm_b: float, s: Settings) -> int:
-    """Calls per sample so one sample lasts about ``sample_s`` on the slower side."""
+    """Calls per sample so that one sample lasts about ``sample_s``: from the least disturbed
+    of three trial samples per side (one disturbed trial would otherwise shrink every
+    sample of the run; they double as a second warm-up)."""
     inner = max(1, round(s.sample_s / max(warm_a, warm_b)))
-    t = max(a.run(name, inner), b.run(name, inner))  # also a second warm-up of both
+    t = min(side.run(name, inner) for side in (a, b, a, b, a, b))
     return max(1, round(s.sample_s / max(t, 1e-9)))
 
 
