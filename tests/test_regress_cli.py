@@ -70,4 +70,6 @@ def test_usage_errors_exit_2_in_one_line(capsys, args: tuple[str, ...], msg: str
     assert out == ""
     assert code == 2
     assert msg in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("perfscope: error:")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0]
+    assert "Traceback" not in err

@@ -224,7 +224,6 @@ def run_regress(r: Request, progress: Callable[[str], None] = lambda m: None
                 ) -> dict[str, Any]:
     """Compare baseline and candidate; the perfscope.regress/1 document."""
     check_request(r)
-    _warn_if_busy(r.settings, progress)
     cpus = r.settings.cpus
     t0 = time.perf_counter()
     with _sides(r, cpus) as (a, b, ta, tb):
@@ -232,6 +231,7 @@ def run_regress(r: Request, progress: Callable[[str], None] = lambda m: None
                  f"vs candidate {tb.ref} ({tb.kind}"
                  f"{', ' + tb.commit[:12] if tb.commit else ''}); threads {r.settings.threads}"
                  f", cpus {','.join(map(str, cpus)) or 'any'}")
+        _warn_if_busy(r.settings, progress)
         names = list(r.names) if r.names else None
         if ta.kind == "cmd":
             names = [CommandSide.name]
