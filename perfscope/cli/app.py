@@ -48,3 +48,9 @@ app.command("roofline")(roofline_cmd)
 from perfscope.cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+
+from perfscope.cli.dashboard import dashboard_cmd  # noqa: E402
+from perfscope.cli.regress import regress_app  # noqa: E402
+
+app.add_typer(regress_app, name="regress")
+app.command("dashboard")(dashboard_cmd)
