@@ -36,9 +36,9 @@ def test_snapshot_file_is_what_the_update_command_writes(current: dict) -> None:
 
 def test_a_planted_flop_change_fails_with_a_diff_naming_the_op(monkeypatch) -> None:
     # the gated MLP's activation: silu(gate) * up, counted 4 + 1 FLOPs per element; plant 5
-    from perfscope.analytic import common
+    from perfscope.specs.model import activations
 
-    monkeypatch.setitem(common.ACT_FLOPS, "silu", 5)
+    monkeypatch.setitem(activations.ACT_FLOPS, "silu", 5)
     changes = counts.diff(counts.load_snapshot(SNAPSHOT), counts.collect())
     text = counts.render_diff(changes, str(SNAPSHOT))
     assert changes
