@@ -180,35 +180,21 @@ def test_nvfp4_weights_cost_4_5_bits_plus_a_tensor_scale():
     assert a.precision.scheme.startswith("W4A16 NVFP4 weight-only")  # H100: no fp4 math
 
 
-def _spec_with_fp4(tmp_path: Path) -> str:
-    text = (ROOT / "hw_specs" / "gpus" / "b200.toml").read_text()
-    text = text.replace('name = "b200"', 'name = "b200-fp4"').replace(
-        'aliases = ["b200-sxm", "b200-180gb"]', "aliases = []")
-    text = text.replace("[links]", "[peak.fp4]\ntensor_dense_tflops = 9000\n"
-                        'source = "test: a B200 with an fp4 peak"\n\n[links]')
-    for sub in ("gpus", "links"):
-        (tmp_path / sub).mkdir(exist_ok=True)
-    out = tmp_path / "gpus" / "b200-fp4.toml"
-    out.write_text(text)
-    return str(out)
-
-
-def test_nvfp4_runs_w4a4_where_the_spec_has_an_fp4_peak(tmp_path, monkeypatch):
-    monkeypatch.setenv("PERFSCOPE_SPEC_PATH", str(ROOT / "hw_specs"))
-    spec = _spec_with_fp4(tmp_path)
+def test_nvfp4_runs_w4a4_where_the_spec_has_an_fp4_peak():
     B, S = 4, 1024
-    a = run("llama-3.1-8b", spec, phase="prefill", batch=B, seq_len=S, weight_dtype="fp4")
+    # B200: NVFP4 tensor cores at 9 PFLOP/s dense (hw_specs/gpus/b200.toml, DS-054)
+    a = run("llama-3.1-8b", "b200", phase="prefill", batch=B, seq_len=S, weight_dtype="fp4")
     assert (a.precision.act, a.precision.compute) == ("fp4", "fp4")
     gu = next(p for p in a.points if p.op.name == "mlp.gate_up_proj")
     assert gu.op.dtype == "fp4" and gu.peak_flops_per_s == pytest.approx(9000e12)
     assert gu.op.act_in_bytes == B * S * 4096 * 4.5 / 8  # NVFP4 activations with their scales
     assert gu.op.dequant_flops == 0
-    # the built-in B200 has no fp4 peak yet: there fp4 weights run weight-only
-    b200 = run("llama-3.1-8b", "b200", phase="decode", batch=1, context_len=64,
+    # weight-only where the device has no fp4 math but engines dequantize it (Ampere+)
+    a100 = run("llama-3.1-8b", "a100-sxm-80gb", phase="decode", batch=1, context_len=64,
                weight_dtype="fp4")
-    assert b200.precision.act == "bf16"
+    assert a100.precision.act == "bf16"
     with pytest.raises(UnsupportedDtypeError, match="act_dtype fp4"):
         run("llama-3.1-8b", "h100-sxm", weight_dtype="fp4", act_dtype="fp4")
     with pytest.raises(InputError, match="group_size 32"):
         run("llama-3.1-8b", "h100-sxm", weight_dtype="fp4", group_size=32)
-    assert b200.to_json()["precision"]["weights"] == "fp4-g16"
+    assert a100.to_json()["precision"]["weights"] == "fp4-g16"

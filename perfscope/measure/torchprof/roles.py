@@ -34,7 +34,8 @@ from perfscope.measure.torchprof.ops import (
 FRAMEWORK_ROWS = {
     "framework.overhead": "step time inside no op: Python, module calls, dispatch, launch gaps",
     "framework.kv_cache": "KV-cache update (DynamicCache concatenates: it rewrites the cache)",
-    "framework.copy": "copies, casts and concatenations (repeat_kv, contiguous, dtype casts)",
+    "framework.copy": "copies, casts and concatenations (contiguous, dtype casts; repeat_kv "
+                      "outside eager attention)",
     "framework.layout": "views and reshapes: no data moves, dispatch time only",
     "framework.mask": "attention-mask construction",
     "framework.rotary_tables": "rotary cos/sin tables recomputed every step",
@@ -220,7 +221,10 @@ def classify(mr: ModuleRole | None, tag: str | None, op: str, index: int, dim: i
     if tag == "kv_cache":
         return "framework.kv_cache"
     if tag == "repeat_kv":
-        return "framework.copy"
+        # eager GQA/MQA materialises K/V per query head: the analytic attn.repeat_kv op; the
+        # fused paths (SDPA's own GQA, flash) have no such op, so it is framework overhead
+        return _window("attn.repeat_kv", mr.layer if mr else None, info) \
+            if info.unfused_attention else "framework.copy"
     if mr is None:
         return "framework.other"
     if mr.role is not None:
