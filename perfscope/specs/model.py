@@ -317,6 +317,7 @@ def _qwen_moe(c: _Cfg, name: str) -> ModelSpec:
 def _gemma(c: _Cfg, name: str) -> ModelSpec:
     mt = c.req("model_type")
     act = c.opt("hidden_activation") or c.opt("hidden_act", "gelu_pytorch_tanh")
+    act = "gelu_pytorch_tanh" if act == "gelu" else act  # transformers: legacy "gelu" = tanh
     spec = _base(c, name, activation=act, embed_scale=True,
                  tied_embeddings=bool(c.opt("tie_word_embeddings", True)),
                  qkv_bias=bool(c.opt("attention_bias", False)),
