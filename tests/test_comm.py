@@ -43,7 +43,8 @@ def test_two_gloo_processes_benchmark():
     assert [(r["op"], r["size_bytes"]) for r in rows] == [
         (op, s) for op in comm.OPS for s in (8, 1 << 20)]
     # determinate progress from rank 0 (polled: not every step need be seen)
-    assert steps and all(n == 6 and 0 <= i < 6 for i, n, _ in steps)
+    assert steps and all(n == 6 and 0 <= i <= 6 for i, n, _ in steps)
+    assert steps[-1] == (6, 6, "done")
     for r in rows:
         assert r["ranks"] == 2 and r["backend"] == "gloo" and r["n"] >= 5
         assert r["device"] == "cpu"
@@ -98,3 +99,17 @@ def test_single_gpu_nccl_request_says_what_ran(monkeypatch):
     assert comm.choose_backend(None, 8) == ("nccl", "")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert comm.choose_backend(None, 2) == ("gloo", "")
+
+
+def test_module_command_line_prints_nccl_tests_columns(monkeypatch, capsys):
+    row = {"op": "all_reduce", "size_bytes": 1 << 20, "ranks": 2, "backend": "gloo",
+           "device": "cpu", "median_s": 1e-3, "algbw_bytes_s": 1.048576e9,
+           "busbw_bytes_s": 1.048576e9}
+    monkeypatch.setattr(comm, "run_comm_benchmarks", lambda **kw: [row])
+    monkeypatch.setenv("COLUMNS", "80")
+    assert comm.main(["--world-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "collectives: gloo between 2 CPU processes" in out
+    line = next(x for x in out.splitlines() if x.split()[:1] == ["all_reduce"])
+    assert line.split() == ["all_reduce", "1", "MiB", "2", "1", "ms", "1.05", "GB/s", "1.05",
+                            "GB/s"]

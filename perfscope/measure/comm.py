@@ -194,6 +194,9 @@ def benchmark_collectives(sizes: Sequence[int] | None = None, ops: Sequence[str]
                          "algbw_bytes_s": algbw, "busbw_bytes_s": busbw,
                          "check_max_abs_err": errs[op]})
             del out, inp
+    if progress_path and dist.get_rank() == 0:
+        with open(progress_path, "a") as f:
+            f.write(f"{total} {total} done 0\n")
     return rows
 
 
@@ -315,8 +318,9 @@ def _worker(rank: int, world_size: int, backend: str, port: int, result_path: st
     try:
         result = TASKS[task](**kwargs)
         if rank == 0:
-            with open(result_path, "w") as f:
-                json.dump(result, f)
+            from perfscope.io import write_atomic
+
+            write_atomic(result_path, json.dumps(result), what="comm result")
     finally:
         dist.destroy_process_group()
 
@@ -346,6 +350,8 @@ def spawn(task: str, world_size: int, backend: str | None, port: int | None,
             while not ctx.join(timeout=0.2):
                 if progress is not None and "progress_path" in kwargs:
                     _report(kwargs["progress_path"], progress)
+            if progress is not None and "progress_path" in kwargs:
+                _report(kwargs["progress_path"], progress)  # the last line: all done
         except Exception as e:  # ProcessRaisedException carries the worker's traceback
             lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
             raise MeasureError(f"{task} over {world_size} {backend} ranks (port {port}) "
@@ -362,7 +368,7 @@ def _report(path: str, progress: Callable[[str, int, int], None]) -> None:
         return
     if lines:
         done, total, op, size = lines[-1].split()
-        progress(f"{op} {int(size)} B", int(done), int(total))
+        progress(f"{op} {int(size)} B" if op != "done" else "done", int(done), int(total))
 
 
 def run_comm_benchmarks(quick: bool = True, world_size: int = 2, backend: str | None = None,
@@ -412,12 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'op':<15}{'size_B':>12}{'ranks':>6}{'median_us':>12}{'p20_us':>10}{'p80_us':>10}"
-          f"{'algbw_GB/s':>12}{'busbw_GB/s':>12}")
-    for r in rows:
-        print(f"{r['op']:<15}{r['size_bytes']:>12}{r['ranks']:>6}{r['median_s'] * 1e6:>12.1f}"
-              f"{r['p20_s'] * 1e6:>10.1f}{r['p80_s'] * 1e6:>10.1f}"
-              f"{r['algbw_bytes_s'] / 1e9:>12.3f}{r['busbw_bytes_s'] / 1e9:>12.3f}")
+    from rich.console import Console
+
+    from perfscope.report.bench_tables import comm_table
+
+    Console(highlight=False).print(comm_table({"backend": rows[0]["backend"] if rows else "?",
+                                               "device": rows[0]["device"] if rows else "?",
+                                               "ranks": rows[0]["ranks"] if rows else "?",
+                                               "results": rows}))
     return 0
 
 

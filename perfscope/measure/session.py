@@ -222,8 +222,9 @@ def _ceilings(s: _Session, o: CeilingsOptions, step: Any) -> None:
                                 "rounds": o.rounds or ROUNDS, "saved_spec": saved}
 
 
-def local_hw(s: _Session) -> Any:
-    """This machine's measured spec: this run's, else the saved one, else measured now."""
+def local_hw(s: _Session, step: Any = None) -> Any:
+    """This machine's measured spec: this run's, else the saved one, else measured now
+    (quick ceilings, shown on ``step``)."""
     if s.r.local_hw is not None:
         return s.r.local_hw
     from perfscope.measure.hwspec import hw_toml, load_local_spec, parse_spec_text
@@ -238,7 +239,8 @@ def local_hw(s: _Session) -> Any:
               "quick ceilings first")
     from perfscope.measure.ceilings import measure_ceilings
 
-    res = measure_ceilings(s.device, quick=True, sweep=False)
+    res = measure_ceilings(s.device, quick=True, sweep=False, progress=None if step is None
+                           else (lambda label, i, n: step(f"local roof: {label}", i, n)))
     s.r.local_hw = parse_spec_text(hw_toml(res, s.r.device), "<measured in this run>")
     return s.r.local_hw
 
@@ -255,7 +257,7 @@ def _ops(s: _Session, model: str, hw_name: str | None, o: OpsOptions, step: Any)
     if o.ceiling not in ("spec", "empirical"):
         raise InputError(f"--ceiling {o.ceiling!r}: use spec or empirical")
     local = hw_name in (None, LOCAL_NAME)
-    here = local_hw(s) if local or s.device == "cpu" else None
+    here = local_hw(s, step) if local or s.device == "cpu" else None
     hw = here if local else load_hw(str(hw_name))
     rates = _rates(here) if here is not None else (1e15, 3e12)  # GPU: full shapes anyway
     run = bench_model_ops(model, hw, device=s.device, phases=list(o.phases), batch=o.batch,
