@@ -209,6 +209,11 @@ def test_graph_refused_where_it_would_time_the_cache():
     plan, why = cuda_timing.graph_plan(20e-6, 50 * MIB, H200_L2, 100 * MIB, rotate=True,
                                        cold=True)
     assert plan is None and "exceed" in why
+    # an embedding gathers 2 KiB a call from a 272 MiB table: the sets it would need hold
+    # what they hold, not what a call touches
+    plan, why = cuda_timing.graph_plan(3e-6, 2048, H200_L2, big, rotate=True, cold=True,
+                                       held_bytes=272 * MIB)
+    assert plan is None and "272.0 MiB" in why
     # unknown working set
     assert cuda_timing.graph_plan(20e-6, None, H200_L2, big, rotate=True, cold=True)[0] is None
     # cache-hot on purpose (the plateau sweep): no rotation needed
@@ -227,6 +232,12 @@ def test_graph_sets_have_their_own_weights():
     out = cuda_timing.graph_sets(eager, 4, lambda i: f"x{i}", params)
     assert out == [("x0", "W0"), ("x1", "W1"), ("x2", "W2"), ("x3", "W3")]
     assert built == [1, 2, 3]
+
+
+def test_tensor_bytes_of_a_set():
+    x = torch.zeros(4, 8)  # 128 bytes
+    p = {"w": torch.zeros(16, dtype=torch.bfloat16), "offset": 3}  # 32 bytes
+    assert cuda_timing.tensor_bytes(((x, None), p)) == 128 + 32
 
 
 def test_device_index(monkeypatch):

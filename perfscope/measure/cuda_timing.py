@@ -80,16 +80,30 @@ class GraphPlan:
         return f"cuda_graph x{self.inner} over {self.sets} input sets"
 
 
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in ``obj`` (tensors, tuples, lists, dicts): what one input set
+    holds in memory, which can far exceed what a call touches (an embedding table)."""
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
+        return int(obj.numel() * obj.element_size())
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def graph_plan(per_call_s: float, set_bytes: float | None, l2_bytes: float,
                budget_bytes: float, *, rotate: bool, cold: bool,
-               max_call_s: float = GRAPH_MAX_CALL_S) -> tuple[GraphPlan | None, str]:
+               max_call_s: float = GRAPH_MAX_CALL_S,
+               held_bytes: float | None = None) -> tuple[GraphPlan | None, str]:
     """Whether to time with a graph, and how: (plan, "") or (None, why not).
 
     ``set_bytes``: bytes one call reads and writes; ``rotate``: the caller can build more
     input sets; ``cold``: calls must not find their data in L2 (False for cache sweeps).
     Between two uses of one set, the other sets of the replay touch (sets - 1) * set_bytes,
     which must exceed twice the L2: sets >= 2 * L2 / set_bytes + 1. A single set that cannot
-    be rotated is cold only when its own traffic is at least twice the L2. A replay of ``inner``
+    be rotated is cold only when its own traffic is at least twice the L2. ``held_bytes``
+    (default ``set_bytes``): the memory one set holds, for the budget. A replay of ``inner``
     calls never needs more than ``inner`` sets: the flush before each replay covers the rest.
     """
     if per_call_s > max_call_s:
@@ -106,8 +120,9 @@ def graph_plan(per_call_s: float, set_bytes: float | None, l2_bytes: float,
         return GraphPlan(1, inner), ""
     need = math.ceil(2 * l2_bytes / set_bytes) + 1
     sets = min(max(need, 1), inner)
-    if sets > GRAPH_MAX_SETS or sets * set_bytes > budget_bytes:
-        return None, (f"{sets} input sets of {set_bytes / 2**20:.1f} MiB to stay out of L2 "
+    held = held_bytes if held_bytes is not None else set_bytes
+    if sets > GRAPH_MAX_SETS or sets * held > budget_bytes:
+        return None, (f"{sets} input sets of {held / 2**20:.1f} MiB to stay out of L2 "
                       f"exceed the {budget_bytes / 2**30:.1f} GiB allowed")
     return GraphPlan(sets, inner), ""
 
@@ -133,7 +148,8 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
             plan, why = graph_plan(est, set_bytes, cache_bytes(device),
                                    min(GRAPH_MEMORY_FRACTION * free, GRAPH_MEMORY_CAP),
                                    rotate=setup is not None, cold=flush_l2,
-                                   max_call_s=math.inf if cuda_graph else GRAPH_MAX_CALL_S)
+                                   max_call_s=math.inf if cuda_graph else GRAPH_MAX_CALL_S,
+                                   held_bytes=tensor_bytes(sets[0]))
         keep = verify is not None
         sampler = sampler_for(device)
         assert sampler is not None
