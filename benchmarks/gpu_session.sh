@@ -11,6 +11,19 @@
 # others. Large outputs are checked on the device or on a subset of rows (no float64 copies
 # of 65536 x 8192 tensors on the host).
 set -u
+# the spec of a GPU by its nvidia-smi name: NVL and PCIe boards before the SXM ones whose
+# names they contain ("NVIDIA H200 NVL" also matches *H200*)
+spec_for() {
+  case "$1" in
+    *H200*NVL*) echo h200-nvl ;; *H200*) echo h200-sxm ;;
+    *H100*NVL*) echo h100-nvl ;; *H100*PCIe*) echo h100-pcie ;; *H100*) echo h100-sxm ;;
+    *A100*SXM*40GB*) echo a100-sxm-40gb ;; *A100*SXM*) echo a100-sxm-80gb ;;
+    *A100*PCIE*80GB*|*A100*80GB*PCIe*) echo a100-pcie-80gb ;;
+    *L40S*) echo l40s ;; *B200*) echo b200 ;;
+    *) echo local ;;
+  esac
+}
+if [[ "${1:-}" == "--spec-for" ]]; then spec_for "$2"; exit 0; fi  # for tests
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-reports/measured}
 DEADLINE_S=${DEADLINE_S:-540}
@@ -18,15 +31,7 @@ mkdir -p "$OUT"
 start=$(date +%s)
 name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 gpu=$(echo "$name" | tr ' /' '--')
-# the spec of this GPU: NVL and PCIe boards before the SXM ones whose names they contain
-hw=$(case "$name" in
-       *H200*NVL*) echo h200-nvl ;; *H200*) echo h200-sxm ;;
-       *H100*NVL*) echo h100-nvl ;; *H100*PCIe*) echo h100-pcie ;; *H100*) echo h100-sxm ;;
-       *A100*SXM*40GB*) echo a100-sxm-40gb ;; *A100*SXM*) echo a100-sxm-80gb ;;
-       *A100*PCIE*80GB*|*A100*80GB*PCIe*) echo a100-pcie-80gb ;;
-       *L40S*) echo l40s ;; *B200*) echo b200 ;;
-       *) echo local ;;
-     esac)
+hw=$(spec_for "$name")
 stamp=$(date -u +%Y%m%d)
 echo "device: $name -> --hw $hw" >&2
 

@@ -43,7 +43,7 @@ def _rand(*shape, dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-@pytest.mark.parametrize("tokens,hidden", [(1, 8), (37, 1000), (300, 4096)])
+@pytest.mark.parametrize("tokens,hidden", [(1, 8), (37, 1000), (19, 4096)])  # 4096: 8 warps
 def test_triton_add_rmsnorm_matches_float64(tk, dtype, tol, tokens, hidden):
     x = _rand(tokens, hidden, dtype=dtype)
     r = _rand(tokens, hidden, dtype=dtype, seed=1)
