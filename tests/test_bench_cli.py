@@ -364,3 +364,23 @@ def test_comm_results_sit_beside_the_link_ceiling():
     assert out[0]["link_bandwidth_bytes_s"] == 450e9
     assert out[0]["fraction_of_link"] == pytest.approx(367.6 / 450)
     assert out[0]["link_empirical_busbw_bytes_s"] == pytest.approx(367.6e9, rel=0.01)
+
+
+def test_ops_options_reach_run_bench(env, real, monkeypatch, capsys):
+    seen = {}
+
+    def spy(sections, **kw):
+        seen.update(kw)
+        return real["ops"][0]
+
+    monkeypatch.setattr(session, "run_bench", spy)
+    r = invoke(env, ["ops", "--attention", "unfused", "--weight-dtype", "int8", "--act-dtype",
+                     "int8", "--hw", "h100-sxm", "--phase", "decode", "--batch", "4",
+                     *COMMON, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    o = seen["ops"]
+    assert (o.attention, o.phases, o.batch, seen["hw"]) == ("unfused", ("decode",), 4,
+                                                            "h100-sxm")
+    assert o.dtypes == {"weight_dtype": "int8", "act_dtype": "int8", "kv_dtype": None}
+    code, _, err = main(["ops", "--attention", "paged"], capsys)
+    assert code == 2 and "--attention 'paged': use flash or unfused" in err

@@ -181,6 +181,8 @@ def ops_cmd(
     weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
     act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp32 fp8 int8")] = None,
+    attention: Annotated[str, typer.Option(help="flash | unfused (eager scores, softmax, "
+                                                "values)")] = "flash",
     plot: PlotOpt = None,
     quick: QuickOpt = None, fmt: FormatOpt = None, device: DeviceOpt = None,
     threads: ThreadsOpt = None, output: OutputOpt = None, progress: ProgressOpt = None,
@@ -194,6 +196,8 @@ def ops_cmd(
         raise InputError(f"--phase {phase!r}: use prefill, decode or both")
     if ceiling not in ("spec", "empirical"):
         raise InputError(f"--ceiling {ceiling!r}: use spec or empirical")
+    if attention not in ("flash", "unfused"):
+        raise InputError(f"--attention {attention!r}: use flash or unfused")
     if plot is not None:
         _check_plot(plot)
     if hw != "local":
@@ -203,7 +207,7 @@ def ops_cmd(
     opts = _merge(ctx, quick, fmt, device, threads, output, progress)
     result = _run(opts, ("ops",), model=model, hw=hw, ops=OpsOptions(
         phases=phases[phase], batch=batch, seq_len=seq_len, context_len=context_len,
-        ceiling=ceiling, only=_csv_list(op), sweep=sweep,
+        ceiling=ceiling, only=_csv_list(op), sweep=sweep, attention=attention,
         dtypes={"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": kv_dtype}))
     if plot is not None and result.points:
         plot_ops(result, hw, ceiling, plot)

@@ -95,7 +95,7 @@ class OpsRun:
 
 
 def scenarios_for(phases: Iterable[str], *, batch: int, seq_len: int, context_len: int,
-                  dtypes: Mapping[str, str | None]) -> dict[str, Any]:
+                  dtypes: Mapping[str, str | None], attention: str = "flash") -> dict[str, Any]:
     from perfscope.specs.scenario import Scenario
 
     out = {}
@@ -104,7 +104,7 @@ def scenarios_for(phases: Iterable[str], *, batch: int, seq_len: int, context_le
         out[ph] = Scenario(phase=ph, batch=batch, seq_len=seq_len, context_len=ctx,
                            weight_dtype=dtypes.get("weight_dtype"),
                            act_dtype=dtypes.get("act_dtype"),
-                           kv_dtype=dtypes.get("kv_dtype")).validate()
+                           kv_dtype=dtypes.get("kv_dtype"), attention=attention).validate()
     return out
 
 
@@ -129,7 +129,7 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
                     rates: tuple[float, float], ceiling: str = "empirical",
                     dtypes: Mapping[str, str | None] | None = None,
                     only: Iterable[str] | None = None, sweep: bool = True,
-                    measured_roof: bool = False,
+                    measured_roof: bool = False, attention: str = "flash",
                     progress: Callable[[str, int, int], None] | None = None) -> OpsRun:
     """Analyse ``model`` on ``hw`` for each phase, then time every distinct op shape.
 
@@ -149,7 +149,8 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
         run.meta["dtype_note"] = f"{hw.display_name} has no bf16/fp16: analysed in fp32"
     scen = scenarios_for(phases, batch=batch, seq_len=seq_len, context_len=context_len,
                          dtypes={k: v for k, v in dts.items() if k in
-                                 ("weight_dtype", "act_dtype", "kv_dtype")})
+                                 ("weight_dtype", "act_dtype", "kv_dtype")},
+                         attention=attention)
     graphs: dict[str, tuple[Op, ...]] = {}
     for ph, s in scen.items():
         graphs[ph] = analyze(m, hw, s).graph.ops
@@ -180,7 +181,8 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
         "roof": "measured on this machine" if measured_roof else f"{hw.name} {ceiling}",
         "scenarios": [{"phase": s.phase, "batch": s.batch, "seq_len": s.seq_len,
                        "context_len": s.context_len, "weight_dtype": s.weight_dtype,
-                       "act_dtype": s.act_dtype, "kv_dtype": s.kv_dtype}
+                       "act_dtype": s.act_dtype, "kv_dtype": s.kv_dtype,
+                       "attention": s.attention}
                       for s in scen.values()],
         "scaling": ("none (GPU: full shapes)" if is_cuda(device) else
                     f"CPU: shapes scaled so one call is estimated under {TARGET_CALL_S * 1e3:.0f}"

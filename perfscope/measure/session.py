@@ -44,6 +44,7 @@ class OpsOptions:
     only: Sequence[str] | None = None  # only these op names
     sweep: bool = True  # decode GEMMs over batch sizes too
     dtypes: Mapping[str, str | None] = field(default_factory=dict)  # weight/act/kv_dtype
+    attention: str = "flash"  # flash | unfused (eager: scores, softmax, values)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def _ops(s: _Session, model: str, hw_name: str | None, o: OpsOptions, step: Any)
                           seq_len=o.seq_len, context_len=o.context_len, quick=s.r.quick,
                           rates=rates, ceiling=o.ceiling, dtypes=dict(o.dtypes),
                           only=list(o.only) if o.only else None, sweep=o.sweep,
-                          measured_roof=local, progress=step)
+                          measured_roof=local, attention=o.attention, progress=step)
     for line in run.skipped:
         s.skip("ops", line)
     if "dtype_note" in run.meta:
