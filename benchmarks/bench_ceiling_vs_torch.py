@@ -19,7 +19,7 @@ import time
 def torch_rate(device: str, dtype: str, s: tuple[int, int, int], seconds: float) -> float:
     import torch
 
-    from perfscope.measure.ceilings import matmul_precision, torch_dtype
+    from perfscope.measure.dtypes import matmul_precision, torch_dtype
 
     m, n, k = s
     a = torch.randn(m, k, device=device).to(torch_dtype(dtype))

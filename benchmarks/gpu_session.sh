@@ -1,30 +1,81 @@
 #!/usr/bin/env bash
-# The GPU work of issue "Measured side", in one device call (see ../.library/device/METHOD.md):
+# The GPU work of issue 9 (measured side), in one device call:
 #   run(command="bash benchmarks/gpu_session.sh", timeout_s=600)
 # On the lent machine python3 already has torch, triton, typer, rich and nvidia-ml-py; perfscope
 # runs from the working tree (PYTHONPATH). Results land in $OUT (fetched back), one JSON per
-# section, named after the device; commit them under reports/measured/.
+# step, named after the device; commit the useful ones under reports/measured/.
+#
+# Every step has its own timeout and the whole session a deadline (DEADLINE_S, default 540 s,
+# under the device call's 600 s): a step that would start past it is skipped, so what ran is
+# always fetched back. Each step logs its exit status and time; a failure does not stop the
+# others. Large outputs are checked on the device or on a subset of rows (no float64 copies
+# of 65536 x 8192 tensors on the host).
 set -u
+# the spec of a GPU by its nvidia-smi name: NVL and PCIe boards before the SXM ones whose
+# names they contain ("NVIDIA H200 NVL" also matches *H200*)
+spec_for() {
+  case "$1" in
+    *H200*NVL*) echo h200-nvl ;; *H200*) echo h200-sxm ;;
+    *H100*NVL*) echo h100-nvl ;; *H100*PCIe*) echo h100-pcie ;; *H100*) echo h100-sxm ;;
+    *A100*SXM*40GB*) echo a100-sxm-40gb ;; *A100*SXM*) echo a100-sxm-80gb ;;
+    *A100*PCIE*80GB*|*A100*80GB*PCIe*) echo a100-pcie-80gb ;;
+    *L40S*) echo l40s ;; *B200*) echo b200 ;;
+    *) echo local ;;
+  esac
+}
+if [[ "${1:-}" == "--spec-for" ]]; then spec_for "$2"; exit 0; fi  # for tests
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-reports/measured}
+DEADLINE_S=${DEADLINE_S:-540}
 mkdir -p "$OUT"
-gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' /' '--')
-hw=$(case "$gpu" in *H200*) echo h200-sxm ;; *H100*) echo h100-sxm ;; *A100*) echo a100-sxm-80gb ;;
-     *) echo local ;; esac)
+start=$(date +%s)
+name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+gpu=$(echo "$name" | tr ' /' '--')
+hw=$(spec_for "$name")
 stamp=$(date -u +%Y%m%d)
-ps() { python3 -m perfscope "$@"; echo "[exit $?] perfscope $*" >&2; }
+echo "device: $name -> --hw $hw" >&2
 
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
+# step SECONDS LABEL COMMAND...: run with a timeout unless the deadline has passed
+step() {
+  local limit=$1 label=$2
+  shift 2
+  local now=$(( $(date +%s) - start ))
+  if (( now + 10 > DEADLINE_S )); then
+    echo "[skipped: deadline, ${now}s used] $label" >&2
+    return
+  fi
+  (( limit > DEADLINE_S - now )) && limit=$(( DEADLINE_S - now ))
+  local t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  echo "[exit $rc, $(( $(date +%s) - t0 ))s of ${limit}s] $label" >&2
+}
+ps() { python3 -m perfscope "$@"; }
+
+nvidia-smi --query-gpu=name,pci.bus_id,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
     --format=csv >&2
-python3 -m pytest -q -m gpu tests/ 2>&1 | tail -5
-ps bench ceilings --device cuda --full --format json --save "$OUT/local-$gpu.toml" \
-    -o "$OUT/ceilings-$gpu-$stamp.json"
-ps bench ops --device cuda --full --model llama-3.1-8b --hw "$hw" --phase prefill \
-    --seq-len 2048 --batch 1 --format json -o "$OUT/ops-prefill2048-$gpu-$stamp.json"
-for b in 1 8 64 256; do
-  ps bench ops --device cuda --full --model llama-3.1-8b --hw "$hw" --phase decode --batch "$b" \
-      --context-len 2048 --no-sweep --format json -o "$OUT/ops-decode-b$b-$gpu-$stamp.json"
-done
-ps bench kernels --device cuda --full --format json -o "$OUT/kernels-$gpu-$stamp.json"
-python3 benchmarks/bench_fused_norm.py --device cuda 2>&1 | tail -4
-ls -la "$OUT"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" >&2
+
+# GPU tests: the gpu-marked ones, and the Triton kernels compiled (not interpreted)
+step 150 "pytest gpu" python3 -m pytest -q -x -m gpu tests/ -p no:cacheprovider
+step 90 "pytest triton" python3 -m pytest -q -x tests/test_measure_triton.py -p no:cacheprovider
+# the roof of this machine: every dtype (fp8 with and without fast accumulation), 3 rounds
+step 120 "ceilings" ps bench ceilings --device cuda --full --format json \
+    --save "$OUT/local-$gpu.toml" -o "$OUT/ceilings-$gpu-$stamp.json"
+# a model's ops beside the spec roof: prefill, decode at batch 1 (graphs with rotated weights:
+# these GEMMs fit in L2) and 64, with the decode batch sweep at batch 1
+step 75 "ops prefill" ps bench ops --device cuda --full --model llama-3.1-8b --hw "$hw" \
+    --phase prefill --seq-len 2048 --batch 1 --format json -o "$OUT/ops-prefill2048-$gpu-$stamp.json"
+step 60 "ops decode b1" ps bench ops --device cuda --quick --model llama-3.1-8b --hw "$hw" \
+    --phase decode --batch 1 --context-len 2048 --format json -o "$OUT/ops-decode-b1-$gpu-$stamp.json"
+step 45 "ops decode b64" ps bench ops --device cuda --quick --model llama-3.1-8b --hw "$hw" \
+    --phase decode --batch 64 --context-len 2048 --no-sweep --format json \
+    -o "$OUT/ops-decode-b64-$gpu-$stamp.json"
+step 45 "ops decode W8A8 b1" ps bench ops --device cuda --quick --model llama-3.1-8b --hw "$hw" \
+    --phase decode --batch 1 --context-len 2048 --no-sweep --weight-dtype int8 --act-dtype int8 \
+    --format json -o "$OUT/ops-decode-w8a8-b1-$gpu-$stamp.json"
+# reference kernels, torch and Triton, at the full shapes (checked on a subset on the host)
+step 75 "kernels" ps bench kernels --device cuda --full --format json -o "$OUT/kernels-$gpu-$stamp.json"
+step 45 "fused norm" python3 benchmarks/bench_fused_norm.py --device cuda --rounds 2
+ls -la "$OUT" >&2
+echo "session: $(( $(date +%s) - start ))s" >&2

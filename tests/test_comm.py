@@ -36,12 +36,18 @@ def test_two_gloo_processes_all_reduce_the_right_sum():
 
 
 def test_two_gloo_processes_benchmark():
+    steps = []
     rows = comm.run_comm_benchmarks(quick=True, world_size=2, backend="gloo",
-                                    sizes=[8, 1 << 20])
+                                    sizes=[8, 1 << 20],
+                                    progress=lambda label, i, n: steps.append((i, n, label)))
     assert [(r["op"], r["size_bytes"]) for r in rows] == [
         (op, s) for op in comm.OPS for s in (8, 1 << 20)]
+    # determinate progress from rank 0 (polled: not every step need be seen)
+    assert steps and all(n == 6 and 0 <= i <= 6 for i, n, _ in steps)
+    assert steps[-1] == (6, 6, "done")
     for r in rows:
         assert r["ranks"] == 2 and r["backend"] == "gloo" and r["n"] >= 5
+        assert r["device"] == "cpu"
         assert 0 < r["p20_s"] <= r["median_s"] <= r["p80_s"]
         assert r["algbw_bytes_s"] == pytest.approx(r["size_bytes"] / r["median_s"])
         assert r["busbw_bytes_s"] == pytest.approx(
@@ -79,3 +85,31 @@ def test_unavailable_backend_is_a_clean_error():
     if torch.cuda.device_count() < 2:
         with pytest.raises(MeasureError, match="nccl"):
             comm.run_comm_benchmarks(world_size=2, backend="nccl")
+
+
+def test_single_gpu_nccl_request_says_what_ran(monkeypatch):
+    """With CUDA but fewer GPUs than ranks, the default is gloo on CPU processes, and a line
+    says so; with a GPU per rank it is NCCL; without CUDA, gloo silently (nothing else)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    backend, note = comm.choose_backend(None, 2)
+    assert backend == "gloo" and "1 GPU(s) for 2 ranks" in note and "CPU processes" in note
+    assert comm.choose_backend("nccl", 2) == ("nccl", "")  # asked for: checked later
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert comm.choose_backend(None, 8) == ("nccl", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert comm.choose_backend(None, 2) == ("gloo", "")
+
+
+def test_module_command_line_prints_nccl_tests_columns(monkeypatch, capsys):
+    row = {"op": "all_reduce", "size_bytes": 1 << 20, "ranks": 2, "backend": "gloo",
+           "device": "cpu", "median_s": 1e-3, "algbw_bytes_s": 1.048576e9,
+           "busbw_bytes_s": 1.048576e9}
+    monkeypatch.setattr(comm, "run_comm_benchmarks", lambda **kw: [row])
+    monkeypatch.setenv("COLUMNS", "80")
+    assert comm.main(["--world-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "collectives: gloo between 2 CPU processes" in out
+    line = next(x for x in out.splitlines() if x.split()[:1] == ["all_reduce"])
+    assert line.split() == ["all_reduce", "1", "MiB", "2", "1", "ms", "1.05", "GB/s", "1.05",
+                            "GB/s"]

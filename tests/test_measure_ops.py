@@ -1,13 +1,15 @@
-"""Op microbenchmarks: count rescaling, dtype conversion, runners against fp64, the join."""
+"""Op microbenchmarks: count rescaling, dtype conversion, timed outputs checked, the join to
+the analytic op and its roof, and a point faster than its roof flagged, not read as >100%."""
 
 from __future__ import annotations
 
 import pytest
 
 from perfscope.analytic.ops import Op
-from perfscope.errors import MeasureError
-from perfscope.measure import ops as M
+from perfscope.measure import opcases as M
+from perfscope.measure import ops as O
 from perfscope.measure.hwspec import parse_spec_text
+from perfscope.measure.skips import Skip
 
 torch = pytest.importorskip("torch")
 
@@ -35,14 +37,18 @@ def hw():
     return parse_spec_text(LOCAL)
 
 
+GEMM = {"op": "matmul", "bias": False}
+FLASH = {"attention": "flash", "softcap": False, "latent": False}
+
+
 def gemm_op(m=512, n=1024, k=256, dt="bf16", name="mlp.down_proj") -> Op:
     b = 2 if dt == "bf16" else 4
     return Op(name, "gemm", 0, 24, 2.0 * m * n * k, weight_bytes=n * k * b,
               act_in_bytes=m * k * b, act_out_bytes=m * n * b, dtype=dt,
-              shape={"m": m, "n": n, "k": k})
+              shape={"m": m, "n": n, "k": k}, impl=GEMM)
 
 
-def attn_op(B=2, T=16, K=16, H=4, KV=2, d=32, dt="fp32", name="attn.core") -> Op:
+def attn_op(B=2, T=16, K=16, H=4, KV=2, d=32, dt="fp32", name="attn.core", impl=None) -> Op:
     e = 4
     # flash prefill: causal half of the T x K scores, QK^T and PV
     keys = (1 + T) * T / 2 if T == K else T * K
@@ -50,12 +56,14 @@ def attn_op(B=2, T=16, K=16, H=4, KV=2, d=32, dt="fp32", name="attn.core") -> Op
               act_in_bytes=B * T * H * d * e + 2 * B * K * KV * d * e,
               act_out_bytes=B * T * H * d * e, dtype=dt,
               shape={"batch": B, "q_len": T, "kv_len": K, "heads": H, "kv_heads": KV,
-                     "head_dim_qk": d, "head_dim_v": d, "causal": 1, "window": 0})
+                     "head_dim_qk": d, "head_dim_v": d, "causal": 1, "window": 0},
+              impl=impl or FLASH)
 
 
-def row_op(name, kind, t=64, w=256, n_in=1, dt="fp32", weight=0.0) -> Op:
+def row_op(name, kind, impl, t=64, w=256, n_in=1, dt="fp32", weight=0.0) -> Op:
     return Op(name, kind, 0, 1, 4.0 * t * w, weight_bytes=weight, act_in_bytes=n_in * t * w * 4,
-              act_out_bytes=t * w * 4, dtype=dt, unit="vector", shape={"tokens": t, "width": w})
+              act_out_bytes=t * w * 4, dtype=dt, unit="vector", shape={"tokens": t, "width": w},
+              impl=impl)
 
 
 def test_convert_gemm_bf16_to_fp32():
@@ -95,7 +103,8 @@ def test_scale_attention_batch_then_heads():
 def test_scale_embedding_gathers_fewer_rows():
     op = Op("embed", "embedding", None, 1, 0.0, weight_bytes=4096 * 512 * 4,
             act_out_bytes=4096 * 512 * 4, dtype="fp32", unit="vector",
-            shape={"tokens": 4096, "width": 512, "vocab": 32000})
+            shape={"tokens": 4096, "width": 512, "vocab": 32000},
+            impl={"op": "embedding", "scale": False})
     s_op, s, _ = M.scale_op(op, target_s=1e-4, flops_per_s=1e9, bytes_per_s=1e10)
     assert s_op.weight_bytes == pytest.approx(op.weight_bytes * s)  # rows gathered
     assert s_op.shape["width"] == 512
@@ -111,9 +120,11 @@ def test_make_case_runs_missing_dtype_in_fp32():
 
 
 def test_attention_mask_bottom_right():
-    m = M.attention_mask(2, 4, True, 0, "cpu").int().tolist()
+    from perfscope.measure.runners.attention import attention_mask
+
+    m = attention_mask(2, 4, True, 0, "cpu").int().tolist()
     assert m == [[1, 1, 1, 0], [1, 1, 1, 1]]
-    w = M.attention_mask(2, 4, True, 2, "cpu").int().tolist()
+    w = attention_mask(2, 4, True, 2, "cpu").int().tolist()
     assert w == [[0, 1, 1, 0], [0, 0, 1, 1]]
 
 
@@ -121,25 +132,31 @@ def _case(op: Op) -> M.OpCase:
     return M.OpCase(op, op, "prefill")
 
 
+UNFUSED = {"attention": "unfused", "softcap": False, "latent": False}
+
+
 @pytest.mark.parametrize("op", [
     gemm_op(64, 128, 96, "fp32"),
     Op("moe.experts_down", "gemm", 0, 1, 2.0 * 4 * 8 * 64 * 32, dtype="fp32",
-       shape={"m": 8, "n": 64, "k": 32, "groups": 4}),
+       shape={"m": 8, "n": 64, "k": 32, "groups": 4}, impl=GEMM),
     attn_op(),  # causal prefill, GQA
     attn_op(B=2, T=1, K=40),  # decode
     attn_op(T=8, K=24),  # chunked prefill: explicit bottom-right causal mask
-    attn_op(name="attn.score"), attn_op(name="attn.value"),
-    row_op("attn.norm", "norm", n_in=2, weight=256 * 4),  # fused add + RMSNorm
-    row_op("attn.qk_norm", "norm"),
-    row_op("mlp.act", "elementwise", n_in=2),
-    row_op("attn.rotary", "elementwise"),
-    row_op("attn.residual", "elementwise", n_in=2),
-    row_op("attn.softmax", "softmax"),
+    attn_op(name="attn.score", impl=UNFUSED | {"part": "scores"}),
+    attn_op(name="attn.value", impl=UNFUSED | {"part": "values"}),
+    row_op("attn.norm", "norm", {"norm": "rmsnorm", "fused_add": True, "group": 256},
+           n_in=2, weight=256 * 4),
+    row_op("attn.qk_norm", "norm", {"norm": "rmsnorm", "fused_add": False, "group": 32}),
+    row_op("mlp.act", "elementwise", {"activation": "silu", "gated": True}, n_in=2),
+    row_op("attn.rotary", "elementwise", {"rotary_dim": 64, "head_dim": 128}),
+    row_op("attn.residual", "elementwise", {"op": "add"}, n_in=2),
+    row_op("attn.softmax", "softmax", {"op": "softmax", "mask": "causal", "q_len": 8}),
     Op("embed", "embedding", None, 1, 0.0, weight_bytes=8 * 64 * 4, act_out_bytes=8 * 64 * 4,
-       dtype="fp32", unit="vector", shape={"tokens": 8, "width": 64, "vocab": 1000}),
+       dtype="fp32", unit="vector", shape={"tokens": 8, "width": 64, "vocab": 1000},
+       impl={"op": "embedding", "scale": False}),
 ], ids=lambda o: o.name)
 def test_each_kind_checks_and_times(op, hw):
-    p = M.time_case(_case(op), "cpu", budget_s=0.01, warmup_s=0.0, hw=hw, ceiling="spec",
+    p = O.time_case(_case(op), "cpu", budget_s=0.01, warmup_s=0.0, hw=hw, ceiling="spec",
                     flush_l2=False)
     assert p.name == op.name and p.kind == op.kind and dict(p.shape) == dict(op.shape)
     assert p.flops == op.flops and p.bytes == op.bytes  # analytic counts, not re-derived
@@ -148,14 +165,63 @@ def test_each_kind_checks_and_times(op, hw):
     want = max(op.flops / 1e11, op.bytes / 2e10)
     assert p.predicted_time_s == pytest.approx(want)
     assert p.extra["pct_of_roof"] == pytest.approx(100 * want / p.stats.median_s)
+    assert p.extra["above_roof"] == (p.extra["pct_of_roof"] > 100)
     assert p.extra["check_max_rel_err"] < 1e-3
     assert p.extra["phase"] == "prefill" and p.extra["hardware"] == "testbox"
+    assert p.extra["op_impl"] == dict(op.impl)
 
 
-def test_unknown_kind_is_a_clear_error():
+def test_timed_outputs_are_the_ones_checked(hw, monkeypatch):
+    """A kernel that is right when first called and wrong afterwards fails the run: the
+    check reads the outputs of timed calls, not a separate first call."""
+    from perfscope.errors import MeasureError
+    from perfscope.measure import runners
+
+    real = runners.build_runner
+    calls = [0]
+
+    def broken(op, device, **kw):
+        r = real(op, device, **kw)
+
+        def fn(x, p):
+            calls[0] += 1
+            out = r.fn(x, p)
+            return out if calls[0] == 1 else out + 1.0
+
+        return runners.Runner(r.impl, fn, r.inputs, r.params, r.verify)
+
+    monkeypatch.setattr(O, "build_runner", broken)
+    with pytest.raises(MeasureError, match="wrong result"):
+        O.time_case(_case(row_op("attn.residual", "elementwise", {"op": "add"}, n_in=2)),
+                    "cpu", budget_s=0.01, warmup_s=0.0, flush_l2=False)
+
+
+def test_no_faithful_kernel_is_a_skip_with_the_reason():
+    with pytest.raises(Skip, match="no implementation attributes"):
+        O.time_case(_case(row_op("mlp.act", "elementwise", None)), "cpu", budget_s=0.01)
+
+
+def test_roof_note_says_the_roof_was_measured_low():
+    from perfscope.measure.types import MeasuredPoint, TimingStats
+
+    st = TimingStats(1e-3, 1e-3, 1e-3, 1e-3, 5, 0.0)
+
+    def pt(above):
+        return MeasuredPoint("x", "gemm", {}, "fp32", st, 1.0, 1.0, "cpu",
+                             predicted_time_s=2.3e-3 if above else 5e-4,
+                             extra={"above_roof": above, "pct_of_roof": 230 if above else 50})
+
+    assert O.roof_note([pt(False)], measured_roof=True, hw_name="local", ceiling="e") == ""
+    note = O.roof_note([pt(True), pt(False)], measured_roof=True, hw_name="local",
+                       ceiling="empirical")
+    assert note.startswith("1 of 2 points ran faster than this machine's measured roof")
+    assert "measured low" in note and "perfscope bench ceilings --full --save local" in note
+    spec = O.roof_note([pt(True)], measured_roof=False, hw_name="h100-sxm", ceiling="spec")
+    assert "spec roof of h100-sxm" in spec and "measured low" not in spec
+
+
+def test_unknown_kind_is_a_clear_skip_line():
     op = Op("tp.allreduce", "comm", 0, 1, 0.0, dtype="bf16", unit="link")
-    with pytest.raises(MeasureError, match="no microbenchmark for kind 'comm'"):
-        M.build_runner(_case(op), "cpu")
     skipped: list[str] = []
     cases = M.plan_cases({"decode": [op, gemm_op(1, 64, 64, "fp32")]}, device="cpu",
                          quick=True, flops_per_s=1e10, bytes_per_s=1e10, skipped=skipped)
@@ -188,7 +254,7 @@ def test_decode_gemm_flops_rise_with_batch(hw):
                        target_s=None, flops_per_s=1e11, bytes_per_s=2e10)
     rates = {}
     for c in M.decode_sweep(base, (1, 8, 64)):
-        p = M.time_case(c, "cpu", budget_s=0.15, hw=hw, ceiling="spec")
+        p = O.time_case(c, "cpu", budget_s=0.15, hw=hw, ceiling="spec")
         rates[c.sweep_batch] = p.achieved_flops_per_s
         # fp32 intensity ~ m/2 FLOP/B against a ridge of 5: memory-bound below m = 10
         assert p.extra["bound"] == ("memory" if c.sweep_batch < 10 else "compute")
@@ -197,10 +263,30 @@ def test_decode_gemm_flops_rise_with_batch(hw):
 
 
 def test_bench_model_ops_unknown_op_is_skipped(hw):
-    run = M.bench_model_ops("qwen2.5-0.5b", hw, device="cpu", phases=["decode"], batch=1,
+    run = O.bench_model_ops("qwen2.5-0.5b", hw, device="cpu", phases=["decode"], batch=1,
                             seq_len=16, context_len=16, quick=True, rates=(1e11, 2e10),
                             only=["attn.norm", "nope"], sweep=False)
     assert [p.name for p in run.points] == ["attn.norm"]
     assert any("'nope'" in s and "unknown op" in s for s in run.skipped)
     assert run.meta["model"] == "qwen2.5-0.5b" and run.meta["hardware"] == "testbox"
     assert run.points[0].dtype == "fp32"  # the test box has no bf16: analysed in fp32
+
+
+def test_scaled_softmax_keeps_whole_query_groups():
+    # 4 sequences x 14 heads x 24 queries over 24 keys: rows must stay multiples of 24
+    op = row_op("attn.softmax", "softmax", {"op": "softmax", "mask": "causal", "q_len": 24},
+                t=4 * 14 * 24, w=24)
+    s_op, s, _ = M.scale_op(op, target_s=M.estimate_s(op, 1e9, 1e9) / 7, flops_per_s=1e9,
+                               bytes_per_s=1e9)
+    assert s_op.shape["tokens"] % 24 == 0 and s_op.shape["tokens"] < 4 * 14 * 24
+    assert s == s_op.shape["tokens"] / (4 * 14 * 24)
+
+
+def test_convert_gemm_with_bias_counts_the_bias():
+    # 8 x 64 x 32 bf16 with a bias: to fp32, W 64*32*4 + b 64*4, X 8*32*4, Y 8*64*4
+    op = Op("attn.qkv_proj", "gemm", 0, 1, 2.0 * 8 * 64 * 32 + 8 * 64,
+            weight_bytes=(64 * 32 + 64) * 2, act_in_bytes=8 * 32 * 2, act_out_bytes=8 * 64 * 2,
+            dtype="bf16", shape={"m": 8, "n": 64, "k": 32}, impl={"op": "matmul", "bias": True})
+    c = M.convert_dtype(op, "fp32")
+    assert (c.weight_bytes, c.act_in_bytes, c.act_out_bytes) == \
+        ((64 * 32 + 64) * 4, 8 * 32 * 4, 8 * 64 * 4)

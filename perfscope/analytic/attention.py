@@ -152,7 +152,7 @@ def _core(c: Ctx, at: Site, window: int | None, tag: str, heads: int, kv_heads: 
         Op("attn.softmax" + tag, "softmax", at.layer, at.count, scores * (SOFTMAX_FLOPS + 1),
            act_in_bytes=scores * ab, act_out_bytes=scores * ab, dtype=c.store_dtype,
            unit="vector", shape={"tokens": batch * heads * new, "width": K},
-           impl={"op": "softmax", "mask": "causal"}),
+           impl={"op": "softmax", "mask": "causal", "q_len": new, "window": window or 0}),
         Op("attn.value" + tag, "attention", at.layer, at.count, 2.0 * scores * dv,
            act_in_bytes=scores * ab + kv_act - half_kv_act, act_out_bytes=out_bytes,
            kv_read_bytes=kv_read - half_kv_read, dtype=c.store_dtype, unit="tensor",

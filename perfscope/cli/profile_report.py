@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +38,19 @@ REPORTS_DIR = Path("reports")
 
 def measure_local(sections: Sequence[str] = ("ceilings", "ops"), *, quick: bool = True,
                   device: str | None = None, threads: int | None = None,
-                  model: str = "qwen2.5-0.5b", hw: Any = None,
-                  progress: bool | Callable[..., None] | None = None) -> dict[str, Any]:
-    """Measure this machine; returns the ``perfscope.bench/1`` document.
+                  model: str = "qwen2.5-0.5b", hw: str | None = None,
+                  progress: bool | None = None) -> dict[str, Any]:
+    """Measure this machine; returns the ``perfscope.bench/1`` document (the one place the
+    report calls the measuring side). The model's ops are predicted on this machine's
+    measured roof (empirical ceilings), one sequence, 512-token prompt and context."""
+    from perfscope.measure.session import OpsOptions, run_bench
 
-    The one place the report calls the measuring side. Issue 9 moves the bench session into
-    the library as ``perfscope.measure.session.run_bench(sections, quick=, device=,
-    threads=, model=, hw=, progress=)``; when it lands this body becomes
-    ``return run_bench(...).to_json()``. Today it drives perfscope.cli.bench's session.
-    """
-    from perfscope.cli import bench as B
-    from perfscope.measure.ceilings import skip_line
-    from perfscope.measure.device import describe_device, library_versions
-    from perfscope.measure.report import bench_document
-
-    opts = B.Opts(quick=quick, fmt="json", device=device, threads=threads,
-                  progress=bool(progress) if progress is not None else sys.stderr.isatty())
-    s = B._start(opts)
-    for sec in sections:
-        if sec == "ceilings":
-            B.timed(s, "ceilings", lambda: B.run_ceilings(s))
-        elif sec == "ops":
-            def ops() -> None:
-                try:
-                    B.run_ops(s, model, "local", ["prefill", "decode"], 1, 512, 512,
-                              "empirical", None, False, {})
-                except Exception as e:  # the rest of the report still stands
-                    s.skip("ops", skip_line(f"ops of {model}", e))
-
-            B.timed(s, "ops", ops)
-        elif sec == "kernels":
-            B.timed(s, "kernels", lambda: B.run_kernels(s))
-        elif sec == "comm":
-            B.timed(s, "comm", lambda: B.run_comm(s, 2, None))
-    return bench_document(argv=["perfscope", *sys.argv[1:]], quick=quick,
-                          device=describe_device(s.device), libraries=library_versions(),
-                          threads=s.threads, sections=s.sections, skipped=s.skipped,
-                          started=s.started, finished=time.time())
+    res = run_bench(tuple(sections), quick=quick, device=device, threads=threads, model=model,
+                    hw=hw, progress=progress,
+                    ops=OpsOptions(phases=("prefill", "decode"), batch=1, seq_len=512,
+                                   context_len=512, ceiling="empirical"),
+                    argv=["perfscope", *sys.argv[1:]])
+    return res.to_json()
 
 
 # ---- slots for the serving helper's work (issue 8) ------------------------------------------

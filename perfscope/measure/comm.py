@@ -33,7 +33,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -147,10 +147,12 @@ def check_collectives(ops: Sequence[str] = OPS, numel: int = 4096, seed: int = 0
 
 
 def benchmark_collectives(sizes: Sequence[int] | None = None, ops: Sequence[str] = OPS,
-                          quick: bool = True) -> list[dict[str, Any]]:
+                          quick: bool = True, progress_path: str | None = None
+                          ) -> list[dict[str, Any]]:
     """Time ``ops`` at each size (bytes) in the current process group; every rank returns
-    the same rows: op, size_bytes, ranks, backend, dtype, median_s, p20_s, p80_s, min_s, n,
-    cv, method, algbw_bytes_s, busbw_bytes_s, check_max_abs_err."""
+    the same rows: op, size_bytes, ranks, backend, device, dtype, median_s, p20_s, p80_s, min_s,
+    n, cv, method, algbw_bytes_s, busbw_bytes_s, check_max_abs_err. Rank 0 appends a line
+    "done total" to ``progress_path`` after each (op, size)."""
     import torch
     import torch.distributed as dist
 
@@ -161,9 +163,13 @@ def benchmark_collectives(sizes: Sequence[int] | None = None, ops: Sequence[str]
     cuda = dev.type == "cuda"
     budget_s, min_iters, max_iters = (0.05, 5, 50) if quick else (0.5, 10, 200)
     errs = check_collectives(ops)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    total = len(ops) * len(sizes)
     for op in ops:
         for size in sizes:
+            if progress_path and dist.get_rank() == 0:
+                with open(progress_path, "a") as f:
+                    f.write(f"{len(rows)} {total} {op} {size}\n")
             numel = max(n, math.ceil(size / 4 / n) * n)  # fp32, divisible by the ranks
             out, inp = _buffers(op, numel, n, dev)
             for _ in range(2):  # warm-up: connection set-up, first-touch
@@ -184,9 +190,13 @@ def benchmark_collectives(sizes: Sequence[int] | None = None, ops: Sequence[str]
             size_bytes = numel * 4
             algbw, busbw = bandwidths(op, size_bytes, stats.median_s, n)
             rows.append({"op": op, "size_bytes": size_bytes, "ranks": n, "backend": backend,
-                         "dtype": "fp32", **stats.to_dict(), "algbw_bytes_s": algbw,
-                         "busbw_bytes_s": busbw, "check_max_abs_err": errs[op]})
+                         "device": dev.type, "dtype": "fp32", **stats.to_dict(),
+                         "algbw_bytes_s": algbw, "busbw_bytes_s": busbw,
+                         "check_max_abs_err": errs[op]})
             del out, inp
+    if progress_path and dist.get_rank() == 0:
+        with open(progress_path, "a") as f:
+            f.write(f"{total} {total} done 0\n")
     return rows
 
 
@@ -234,16 +244,34 @@ def _check_port(port: int, host: str = MASTER_ADDR) -> None:
                                "port, or none to pick a free one") from None
 
 
+def choose_backend(backend: str | None, world_size: int) -> tuple[str, str]:
+    """(backend, why): nccl when there is a GPU per rank, else gloo between CPU processes,
+    and a line saying so when CUDA is there but the GPUs are too few (never silent)."""
+    import torch
+
+    if backend is not None:
+        return backend, ""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus >= world_size:
+        return "nccl", ""
+    if gpus:
+        return "gloo", (f"{gpus} GPU(s) for {world_size} ranks: NCCL needs one GPU per rank, "
+                        f"so gloo ran between {world_size} CPU processes (these are CPU "
+                        "collectives, not GPU ones); use --world-size "
+                        f"{gpus} or a machine with more GPUs for NCCL")
+    return "gloo", ""
+
+
 def resolve_backend(backend: str | None, world_size: int) -> str:
-    """The backend to use (nccl when there is a GPU per rank, else gloo), checked to work."""
+    """The backend to use (``choose_backend``), checked to work here."""
     import torch
     import torch.distributed as dist
 
+    from perfscope.measure.skips import Skip
+
     if not dist.is_available():
-        raise MeasureError("torch.distributed is not available in this torch build")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() and \
-            torch.cuda.device_count() >= world_size else "gloo"
+        raise Skip("torch.distributed is not available in this torch build")
+    backend = choose_backend(backend, world_size)[0]
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if not dist.is_backend_available(backend):
@@ -290,17 +318,18 @@ def _worker(rank: int, world_size: int, backend: str, port: int, result_path: st
     try:
         result = TASKS[task](**kwargs)
         if rank == 0:
-            with open(result_path, "w") as f:
-                json.dump(result, f)
+            from perfscope.io import write_atomic
+
+            write_atomic(result_path, json.dumps(result), what="comm result")
     finally:
         dist.destroy_process_group()
 
 
 def spawn(task: str, world_size: int, backend: str | None, port: int | None,
-          **kwargs: Any) -> Any:
+          progress: Callable[[str, int, int], None] | None = None, **kwargs: Any) -> Any:
     """Run a task of ``TASKS`` ("bench", "check", "all_reduce") in ``world_size`` fresh
     local processes; rank 0's result comes back. A worker's error comes back as one
-    MeasureError line."""
+    MeasureError line. ``progress(label, done, total)`` follows a "bench" task."""
     import torch.multiprocessing as mp
 
     if world_size < 2:
@@ -312,9 +341,17 @@ def spawn(task: str, world_size: int, backend: str | None, port: int | None,
         _check_port(port)
     with tempfile.TemporaryDirectory(prefix="perfscope-comm-") as d:
         path = os.path.join(d, "result.json")
+        if task == "bench" and progress is not None:
+            kwargs = {**kwargs, "progress_path": os.path.join(d, "progress")}
         try:
-            mp.start_processes(_worker, args=(world_size, backend, port, path, task, kwargs),
-                               nprocs=world_size, join=True, start_method="spawn")
+            ctx = mp.start_processes(_worker, args=(world_size, backend, port, path, task,
+                                                    kwargs),
+                                     nprocs=world_size, join=False, start_method="spawn")
+            while not ctx.join(timeout=0.2):
+                if progress is not None and "progress_path" in kwargs:
+                    _report(kwargs["progress_path"], progress)
+            if progress is not None and "progress_path" in kwargs:
+                _report(kwargs["progress_path"], progress)  # the last line: all done
         except Exception as e:  # ProcessRaisedException carries the worker's traceback
             lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
             raise MeasureError(f"{task} over {world_size} {backend} ranks (port {port}) "
@@ -323,9 +360,22 @@ def spawn(task: str, world_size: int, backend: str | None, port: int | None,
             return json.load(f)
 
 
+def _report(path: str, progress: Callable[[str, int, int], None]) -> None:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    if lines:
+        done, total, op, size = lines[-1].split()
+        progress(f"{op} {int(size)} B" if op != "done" else "done", int(done), int(total))
+
+
 def run_comm_benchmarks(quick: bool = True, world_size: int = 2, backend: str | None = None,
                         sizes: list[int] | None = None, ops: Sequence[str] = OPS,
-                        port: int | None = None) -> list[dict[str, Any]]:
+                        port: int | None = None,
+                        progress: Callable[[str, int, int], None] | None = None
+                        ) -> list[dict[str, Any]]:
     """Benchmark collectives; returns one dict per (op, size) (see ``benchmark_collectives``).
 
     Under torchrun (RANK, WORLD_SIZE set) it runs in that group, initialising it from the
@@ -344,8 +394,8 @@ def run_comm_benchmarks(quick: bool = True, world_size: int = 2, backend: str | 
         finally:
             if own:
                 dist.destroy_process_group()
-    return list(spawn("bench", world_size, backend, port, sizes=sizes, ops=list(ops),
-                      quick=quick))
+    return list(spawn("bench", world_size, backend, port, progress=progress, sizes=sizes,
+                      ops=list(ops), quick=quick))
 
 
 # ---- command line: python -m perfscope.measure.comm, or under torchrun --------------------
@@ -368,12 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'op':<15}{'size_B':>12}{'ranks':>6}{'median_us':>12}{'p20_us':>10}{'p80_us':>10}"
-          f"{'algbw_GB/s':>12}{'busbw_GB/s':>12}")
-    for r in rows:
-        print(f"{r['op']:<15}{r['size_bytes']:>12}{r['ranks']:>6}{r['median_s'] * 1e6:>12.1f}"
-              f"{r['p20_s'] * 1e6:>10.1f}{r['p80_s'] * 1e6:>10.1f}"
-              f"{r['algbw_bytes_s'] / 1e9:>12.3f}{r['busbw_bytes_s'] / 1e9:>12.3f}")
+    from rich.console import Console
+
+    from perfscope.report.bench_tables import comm_table
+
+    Console(highlight=False).print(comm_table({"backend": rows[0]["backend"] if rows else "?",
+                                               "device": rows[0]["device"] if rows else "?",
+                                               "ranks": rows[0]["ranks"] if rows else "?",
+                                               "results": rows}))
     return 0
 
 

@@ -1,8 +1,8 @@
 """What was measured on: CPU description, GPU properties, NVML telemetry, library versions.
 
 Every reader is best effort: a field that cannot be read is absent from the result, and no
-function here raises because NVML, a GPU or a /sys file is missing. pynvml and torch are
-imported inside functions.
+function here raises because NVML, a GPU or a /sys file is missing. NVML telemetry lives in
+``telemetry``; torch is imported inside functions.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import os
 import platform
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,24 +106,29 @@ def describe_cpu() -> dict[str, Any]:
 
 
 def describe_cuda(device: str) -> dict[str, Any]:
-    """torch's view of a CUDA device plus NVML telemetry (absent fields where unreadable)."""
+    """torch's view of a CUDA device plus an NVML snapshot found by its PCI bus id."""
     import torch
 
+    from perfscope.measure.telemetry import nvml_snapshot, pci_bus_id
+
     dev = torch.device(device)
-    p = torch.cuda.get_device_properties(dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    p = torch.cuda.get_device_properties(index)
     d: dict[str, Any] = {
-        "kind": "cuda", "name": p.name, "index": dev.index or 0,
+        "kind": "cuda", "name": p.name, "index": index,
         "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count,
         "memory_bytes": int(p.total_memory),
     }
     l2 = getattr(p, "L2_cache_size", None)
     if l2:
         d["l2_bytes"] = int(l2)
-    bus = None
-    if hasattr(p, "pci_bus_id"):
-        bus = f"{getattr(p, 'pci_domain_id', 0):08x}:{p.pci_bus_id:02x}:" \
-              f"{getattr(p, 'pci_device_id', 0):02x}.0"
-    tel = nvml_telemetry(dev.index or 0, pci_bus_id=bus)
+    bus = pci_bus_id(f"cuda:{index}")
+    if bus:
+        d["pci_bus_id"] = bus
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        d["cuda_visible_devices"] = visible
+    tel = nvml_snapshot(bus)
     if tel:
         d["telemetry"] = tel
     return d
@@ -132,100 +136,6 @@ def describe_cuda(device: str) -> dict[str, Any]:
 
 def describe_device(device: str) -> dict[str, Any]:
     return describe_cuda(device) if device.startswith("cuda") else describe_cpu()
-
-
-# ---- NVML ---------------------------------------------------------------------------------
-
-_THROTTLE_NAMES = (
-    ("GpuIdle", "gpu_idle"), ("ApplicationsClocksSetting", "applications_clocks_setting"),
-    ("SwPowerCap", "sw_power_cap"), ("HwSlowdown", "hw_slowdown"), ("SyncBoost", "sync_boost"),
-    ("SwThermalSlowdown", "sw_thermal_slowdown"), ("HwThermalSlowdown", "hw_thermal_slowdown"),
-    ("HwPowerBrakeSlowdown", "hw_power_brake_slowdown"),
-    ("DisplayClockSetting", "display_clock_setting"),
-)
-
-
-def decode_throttle(mask: int, nvml: Any) -> list[str]:
-    """Names of the clock-throttle reasons set in an NVML bitmask."""
-    out = []
-    for suffix, name in _THROTTLE_NAMES:
-        bit = getattr(nvml, f"nvmlClocksThrottleReason{suffix}", None)
-        if bit is None:
-            bit = getattr(nvml, f"nvmlClocksEventReason{suffix}", None)
-        if bit and mask & int(bit):
-            out.append(name)
-    return out
-
-
-def _try(d: dict[str, Any], key: str, read: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):  # any NVML error: the field is simply absent
-        d[key] = read()
-
-
-def nvml_telemetry(index: int = 0, pci_bus_id: str | None = None) -> dict[str, Any]:
-    """Clocks, power, temperature, throttle reasons, PCIe link and NVLink state; {} without NVML.
-
-    ``pci_bus_id`` finds the NVML device that CUDA calls ``index`` (they differ under
-    CUDA_VISIBLE_DEVICES); without it the NVML index is used.
-    """
-    try:
-        import pynvml as nv
-
-        nv.nvmlInit()
-    except Exception:
-        return {}
-    try:
-        try:
-            h = nv.nvmlDeviceGetHandleByPciBusId(pci_bus_id) if pci_bus_id else \
-                nv.nvmlDeviceGetHandleByIndex(index)
-        except Exception:
-            h = nv.nvmlDeviceGetHandleByIndex(index)
-        t: dict[str, Any] = {}
-
-        def name() -> str:
-            n = nv.nvmlDeviceGetName(h)
-            return n.decode() if isinstance(n, bytes) else str(n)
-
-        _try(t, "name", name)
-        _try(t, "driver_version", lambda: str(nv.nvmlSystemGetDriverVersion()))
-        _try(t, "sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))
-        _try(t, "sm_clock_max_mhz", lambda: nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM))
-        _try(t, "mem_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM))
-        _try(t, "mem_clock_max_mhz",
-             lambda: nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM))
-        _try(t, "power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
-        _try(t, "power_limit_w", lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0)
-        _try(t, "temperature_c",
-             lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
-
-        def throttle() -> list[str]:
-            get = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-                nv.nvmlDeviceGetCurrentClocksThrottleReasons
-            return decode_throttle(int(get(h)), nv)
-
-        _try(t, "throttle_reasons", throttle)
-        _try(t, "pcie_gen", lambda: nv.nvmlDeviceGetCurrPcieLinkGeneration(h))
-        _try(t, "pcie_gen_max", lambda: nv.nvmlDeviceGetMaxPcieLinkGeneration(h))
-        _try(t, "pcie_width", lambda: nv.nvmlDeviceGetCurrPcieLinkWidth(h))
-        _try(t, "pcie_width_max", lambda: nv.nvmlDeviceGetMaxPcieLinkWidth(h))
-
-        def nvlink() -> dict[str, Any]:
-            active, version = 0, None
-            for link in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))):
-                try:
-                    if nv.nvmlDeviceGetNvLinkState(h, link):
-                        active += 1
-                        if version is None:
-                            version = nv.nvmlDeviceGetNvLinkVersion(h, link)
-                except Exception:
-                    break  # links past the device's count raise
-            return {"active_links": active, "version": version}
-
-        _try(t, "nvlink", nvlink)
-        return t
-    finally:
-        with contextlib.suppress(Exception):
-            nv.nvmlShutdown()
 
 
 # ---- software -----------------------------------------------------------------------------

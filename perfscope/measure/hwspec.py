@@ -10,8 +10,6 @@ the largest cache all cores share).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,8 +69,8 @@ def hw_toml(res: CeilingsResult, desc: dict[str, Any], *, name: str = LOCAL_NAME
     if mem <= 0:
         raise MeasureError("cannot write a hardware spec: device memory size unknown")
     bw_src = (f"{tool}: STREAM {bw.name.split('.')[1]} over {bw.shape.get('elements', 0)} "
-              f"fp32 elements, bytes read + written, median of {bw.stats.n} "
-              f"(p80-p20 {bw.low / 1e9:.1f}-{bw.high / 1e9:.1f} GB/s)")
+              f"fp32 elements, bytes read + written, best of {len(bw.rounds) or 1} rounds "
+              f"(worst round {bw.low / 1e9:.1f} GB/s, best p20 {bw.high / 1e9:.1f})")
     lines = [
         f"# Measured spec of this machine. {tool}.",
         "# Peak figures are the measured ceilings (no published figure is used).",
@@ -97,8 +95,10 @@ def hw_toml(res: CeilingsResult, desc: dict[str, Any], *, name: str = LOCAL_NAME
     ]
     for dt, c in gemm.items():
         tf = c.value / 1e12
-        src = (f"{tool}: best torch GEMM {c.shape['m']}x{c.shape['n']}x{c.shape['k']} {dt}, "
-               f"median of {c.stats.n} (p80-p20 {c.low / 1e12:.4g}-{c.high / 1e12:.4g} TFLOP/s)")
+        how = " with fast accumulation" if c.name.endswith("fast_accum") else ""
+        src = (f"{tool}: best torch GEMM {c.shape['m']}x{c.shape['n']}x{c.shape['k']} {dt}"
+               f"{how}, best of {len(c.rounds) or 1} rounds (worst round "
+               f"{c.low / 1e12:.4g} TFLOP/s, best p20 {c.high / 1e12:.4g})")
         key = "tensor_dense_tflops" if (not cpu and dt in TENSOR_DTYPES) else "vector_tflops"
         lines += ["", f"[peak.{dt}]", f"{key} = {tf:.6g}", f"source = {_q(src)}"]
     lines += ["", "[empirical.memory]", f"bandwidth_gb_s = {bw.value / 1e9:.2f}",
@@ -106,7 +106,7 @@ def hw_toml(res: CeilingsResult, desc: dict[str, Any], *, name: str = LOCAL_NAME
     for dt, c in gemm.items():
         shape = f"{c.shape['m']}x{c.shape['n']}x{c.shape['k']}"
         lines += ["", f"[empirical.gemm.{dt}]", f"tflops = {c.value / 1e12:.6g}",
-                  f"source = {_q(f'{tool}: GEMM {shape}, median of {c.stats.n}')}"]
+                  f"source = {_q(f'{tool}: GEMM {shape}, best of {len(c.rounds) or 1} rounds')}"]
     return "\n".join(lines) + "\n"
 
 
@@ -120,29 +120,36 @@ def parse_spec_text(text: str, file: str = "<measured>") -> HardwareSpec:
     return parse_hw(tomllib.loads(text), file, _resolve_link)
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and os.replace: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def save_path(path: str | Path) -> tuple[Path, bool]:
+    """Where ``--save`` writes and whether it may create the folder: "local" is the default
+    local spec (its folder perfscope's own); any other path must have an existing folder."""
+    local = str(path) == LOCAL_NAME
+    return (local_spec_path() if local else Path(path)), local
+
+
+def check_save_path(path: str | Path) -> None:
+    """Fail before measuring when ``--save`` could not be written (InputError)."""
+    from perfscope.errors import InputError
+
+    p, local = save_path(path)
+    if local:
+        return
+    if p.is_dir():
+        raise InputError(f"--save {p}: is a folder; give a .toml file name")
+    if not p.parent.is_dir():
+        raise InputError(f"--save {p}: the folder {p.parent} does not exist; create it first "
+                         "or choose another path")
 
 
 def save_hw(path: str | Path, res: CeilingsResult, desc: dict[str, Any]) -> Path:
     """Save the measured spec (``path`` "local": the default local spec path); it is parsed
-    before writing, so a saved file always loads."""
-    p = local_spec_path() if str(path) == LOCAL_NAME else Path(path)
-    text = hw_toml(res, desc, name=LOCAL_NAME if str(path) == LOCAL_NAME else
-                   (p.stem or LOCAL_NAME))
+    before writing, so a saved file always loads. A write that fails raises."""
+    from perfscope.io import write_atomic
+
+    p, local = save_path(path)
+    text = hw_toml(res, desc, name=LOCAL_NAME if local else (p.stem or LOCAL_NAME))
     parse_spec_text(text, str(p))
-    return write_atomic(p, text)
+    return write_atomic(p, text, what="--save", make_parents=local)
 
 
 def load_local_spec() -> HardwareSpec | None:

@@ -3,17 +3,26 @@ and one section per benchmark group. Pure data in, plain dicts out (no I/O, no t
 
 ```
 { "schema": "perfscope.bench/1", "created": ISO-8601 UTC, "command": str, "argv": [str],
-  "quick": bool, "device": {"kind": "cpu"|"cuda", "name", ... , "telemetry"?: {...}},
-  "libraries": {"python", "perfscope", "torch", ...}, "threads": int|null,
-  "duration_s": float,
-  "ceilings"?: {"values": [Ceiling], "points": [Point], "saved_spec": str|null},
-  "ops"?: {"model", "hardware", "ceiling", "scenarios": [...], "scaling": str,
-           "points": [Point]},
-  "kernels"?: {"points": [Point]}, "comm"?: {"results": [dict]},
+  "quick": bool, "device": {"kind": "cpu"|"cuda", "name", ..., "pci_bus_id"?,
+  "telemetry"?: {...}}, "libraries": {"python", "perfscope", "torch", "triton"?, ...},
+  "threads": int|null, "duration_s": float,
+  "ceilings"?: {"values": [Ceiling], "points": [Point], "saved_spec": str|null,
+                "rounds": int, "duration_s"},
+  "ops"?: {"model", "hardware", "ceiling", "roof", "scenarios": [...], "scaling": str,
+           "roof_note"?: str, "points": [Point], "duration_s"},
+  "kernels"?: {"points": [Point], "duration_s"},
+  "comm"?: {"backend", "device", "ranks", "note"?: str, "results": [Collective],
+            "duration_s"},
   "skipped": [{"section": str, "message": str}] }
+Ceiling: {"name", "value", "low", "high", "unit", "dtype", "shape", "rounds": [rate per round],
+          "spread", "stats"}
 Point: {"name", "kind", "dtype", "shape", "device", "stats": {median_s, p20_s, p80_s, min_s,
-        n, cv, threads?, method?}, "flops", "bytes", "intensity", "achieved_flops_per_s",
-        "achieved_bytes_per_s", "predicted_time_s", "pct_of_roof", "extra": {...}}
+        n, cv, threads?, method?, telemetry?}, "flops", "bytes", "intensity",
+        "achieved_flops_per_s", "achieved_bytes_per_s", "predicted_time_s", "pct_of_roof",
+        "extra": {"impl", "check_max_rel_err", "above_roof"?, "phase"?, ...}}
+Collective: {"op", "size_bytes", "ranks", "backend", "device", "dtype", "median_s", "p20_s",
+             "p80_s", "min_s", "n", "cv", "algbw_bytes_s", "busbw_bytes_s",
+             "check_max_abs_err", "link"?, "link_bandwidth_bytes_s"?, "fraction_of_link"?}
 ```
 """
 
@@ -79,37 +88,52 @@ def bench_document(*, argv: list[str], quick: bool, device: Mapping[str, Any],
 
 
 def csv_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per measured point of every section (ceiling values included)."""
+    """One row per ceiling, measured point and collective, every row with every column (the
+    union over sections, empty where a column does not apply), units in the column names."""
     rows: list[dict[str, Any]] = []
-
-    def add(section: str, p: Mapping[str, Any]) -> None:
-        st = p.get("stats") or {}
-        ex = p.get("extra") or {}
-        rows.append({
-            "section": section, "name": p.get("name"), "kind": p.get("kind"),
-            "phase": ex.get("phase", ""), "dtype": p.get("dtype"),
-            "shape": ";".join(f"{k}={v}" for k, v in (p.get("shape") or {}).items()),
-            "median_s": st.get("median_s"), "p20_s": st.get("p20_s"),
-            "p80_s": st.get("p80_s"), "n": st.get("n"), "cv": st.get("cv"),
-            "flops": p.get("flops"), "bytes": p.get("bytes"),
-            "achieved_flops_per_s": p.get("achieved_flops_per_s"),
-            "achieved_bytes_per_s": p.get("achieved_bytes_per_s"),
-            "predicted_time_s": p.get("predicted_time_s"),
-            "pct_of_roof": p.get("pct_of_roof"),
-            "scale": ex.get("scale", 1.0), "scale_note": ex.get("scale_note", ""),
-            "sweep_batch": ex.get("sweep_batch", ""),
-        })
-
+    for c in (doc.get("ceilings") or {}).get("values", []):
+        st = c.get("stats") or {}
+        unit = "flops_per_s" if c.get("unit") == "FLOP/s" else "bytes_per_s"
+        rows.append({"section": "ceilings", "name": c.get("name"), "kind": "ceiling",
+                     "dtype": c.get("dtype"), "shape": _shape(c.get("shape")),
+                     f"ceiling_{unit}": c.get("value"), f"ceiling_low_{unit}": c.get("low"),
+                     f"ceiling_high_{unit}": c.get("high"), "rounds": len(c.get("rounds", [])),
+                     "median_s": st.get("median_s"), "p20_s": st.get("p20_s"),
+                     "p80_s": st.get("p80_s"), "n": st.get("n"), "cv": st.get("cv")})
     for sec in ("ceilings", "ops", "kernels"):
         for p in (doc.get(sec) or {}).get("points", []):
-            add(sec, p)
+            st = p.get("stats") or {}
+            ex = p.get("extra") or {}
+            rows.append({
+                "section": sec, "name": p.get("name"), "kind": p.get("kind"),
+                "phase": ex.get("phase", ""), "dtype": p.get("dtype"),
+                "shape": _shape(p.get("shape")), "impl": ex.get("impl", ""),
+                "median_s": st.get("median_s"), "p20_s": st.get("p20_s"),
+                "p80_s": st.get("p80_s"), "n": st.get("n"), "cv": st.get("cv"),
+                "method": st.get("method", ""),
+                "flops": p.get("flops"), "bytes": p.get("bytes"),
+                "achieved_flops_per_s": p.get("achieved_flops_per_s"),
+                "achieved_bytes_per_s": p.get("achieved_bytes_per_s"),
+                "predicted_time_s": p.get("predicted_time_s"),
+                "pct_of_roof": p.get("pct_of_roof"), "above_roof": ex.get("above_roof", ""),
+                "scale": ex.get("scale", ""), "scale_note": ex.get("scale_note", ""),
+                "sweep_batch": ex.get("sweep_batch", ""),
+            })
     for r in (doc.get("comm") or {}).get("results", []):
-        rows.append({"section": "comm", "name": r.get("name", r.get("op", "")),
-                     "kind": "comm", "median_s": r.get("median_s", r.get("time_s"))})
-    return rows
+        rows.append({"section": "comm", "name": r.get("op"), "kind": "comm",
+                     "dtype": r.get("dtype"), "size_bytes": r.get("size_bytes"),
+                     "ranks": r.get("ranks"), "backend": r.get("backend"),
+                     "comm_device": r.get("device"), "median_s": r.get("median_s"),
+                     "p20_s": r.get("p20_s"), "p80_s": r.get("p80_s"), "n": r.get("n"),
+                     "cv": r.get("cv"), "method": r.get("method", ""),
+                     "algbw_bytes_per_s": r.get("algbw_bytes_s"),
+                     "busbw_bytes_per_s": r.get("busbw_bytes_s"),
+                     "link": r.get("link", ""),
+                     "link_bandwidth_bytes_per_s": r.get("link_bandwidth_bytes_s", ""),
+                     "fraction_of_link": r.get("fraction_of_link", "")})
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return [{c: ("" if r.get(c) is None else r.get(c, "")) for c in cols} for r in rows]
 
 
-def fmt_rate(v: float | None, unit: str) -> str:
-    from perfscope.units import si
-
-    return "-" if v is None or v == 0 else si(v, unit)
+def _shape(sh: Mapping[str, Any] | None) -> str:
+    return ";".join(f"{k}={v}" for k, v in (sh or {}).items())

@@ -1,15 +1,14 @@
 """Timing harness: repeated, warmed-up, cache-cold timings reported as a distribution.
 
-CUDA: device events around each call, warm-up by time, an L2 flush (a buffer twice the L2
-overwritten) before every timed call and outside its events, optional CUDA-graph replay for
-microsecond kernels (launch overhead gone), rotating input sets. CPU: ``time.perf_counter``
-around each call with the torch thread count set explicitly and recorded; the "L2 flush" on a
-CPU overwrites twice the last-level cache. Following ``triton.testing.do_bench``, the result
-is the median with the 20th/80th percentiles, never a single sample.
+Following ``triton.testing.do_bench``, a result is the median with the 20th/80th percentiles,
+never a single sample. Every timed call starts cache-cold: rotating input sets, and a buffer
+of twice the last-level cache (GPU: L2) overwritten before each call, outside the timed
+region. CPU: ``time.perf_counter`` around each call, with the torch thread count set
+explicitly and recorded. CUDA (``cuda_timing``): device events, on the device asked for, with
+CUDA-graph replay for microsecond kernels and NVML telemetry sampled while the calls run.
 
-Correctness before speed: ``check_close`` compares a kernel's output against a
-higher-precision reference computed on fresh random data (``random_tensor``, never zeros);
-the benchmark modules call it before they time anything.
+Correctness covers what is timed: ``verify`` is called on the outputs of timed calls (graph
+replays included), against a higher-precision reference of the same inputs (``checks``).
 
 torch is imported inside functions only.
 """
@@ -28,9 +27,10 @@ from perfscope.measure.types import TimingStats
 # Input sets built by ``setup`` and cycled through, so consecutive calls do not re-read the
 # operands the previous call left in cache.
 INPUT_SETS = 4
-# A CUDA-graph replay holds this many calls at least when each is shorter than ~GRAPH_TARGET_S.
-GRAPH_TARGET_S = 1e-3
-GRAPH_MAX_INNER = 1000
+# Outputs of at most this many distinct input sets are checked after timing.
+VERIFY_SETS = 8
+
+Verify = Callable[[tuple[Any, ...], Any], float]  # (call arguments, output) -> max error
 
 
 # ---- statistics ---------------------------------------------------------------------------
@@ -78,7 +78,8 @@ def flush_buffer_bytes(cache_bytes: int | float) -> int:
     return max(mib, math.ceil(2 * max(float(cache_bytes), 0.0) / mib) * mib)
 
 
-def _cache_bytes(device: str) -> int:
+def cache_bytes(device: str) -> int:
+    """The last-level cache in bytes: a GPU's L2, a CPU's largest cache."""
     if is_cuda(device):
         import torch
 
@@ -94,7 +95,7 @@ def make_flush(device: str) -> Callable[[], None]:
     """A function that overwrites a buffer larger than the device's L2 (CPU: last-level cache)."""
     import torch
 
-    buf = torch.empty(flush_buffer_bytes(_cache_bytes(device)), dtype=torch.int8,
+    buf = torch.empty(flush_buffer_bytes(cache_bytes(device)), dtype=torch.int8,
                       device=torch.device(device))
     val = [0]
 
@@ -111,7 +112,7 @@ def is_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     if device == "cpu":
         return
     if not is_cuda(device):
@@ -147,101 +148,78 @@ def set_cpu_threads(n: int | None) -> int:
     return int(torch.get_num_threads())
 
 
-# ---- correctness --------------------------------------------------------------------------
-
-# (rtol, atol) against a reference computed in fp32/fp64; low-precision dtypes accumulate
-# rounding of their inputs and of their output, so the tolerance follows the mantissa width.
-TOLERANCES: dict[str, tuple[float, float]] = {
-    "fp64": (1e-9, 1e-9), "fp32": (1e-4, 1e-4), "tf32": (5e-3, 5e-3), "bf16": (3e-2, 3e-2),
-    "fp16": (5e-3, 5e-3), "fp8": (1.5e-1, 1.5e-1), "int8": (0.0, 0.0),
-}
-
-
-def random_tensor(shape: Sequence[int], dtype: Any, device: str = "cpu", *,
-                  seed: int | None = None, scale: float = 1.0) -> Any:
-    """Fresh random data, never zeros: normal(0, scale) floats, uniform [-64, 64) integers."""
-    import torch
-
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(seed if seed is not None else time.perf_counter_ns() & 0x7FFFFFFF)
-    if dtype.is_floating_point:
-        make = dtype if dtype.itemsize >= 2 else torch.float32  # fp8 has no randn
-        t = torch.randn(tuple(shape), generator=gen, dtype=make, device=device) * scale
-        return t.to(dtype)
-    return torch.randint(-64, 64, tuple(shape), generator=gen, dtype=dtype, device=device)
-
-
-def check_close(actual: Any, expected: Any, dtype: str, what: str) -> float:
-    """Raise MeasureError unless ``actual`` matches the higher-precision ``expected``.
-
-    Tolerance scales with the reference's magnitude (a GEMM's sum of k products). Returns the
-    largest error relative to that scale.
-    """
-    import torch
-
-    a = actual.detach().to(torch.float64)
-    e = expected.detach().to(torch.float64)
-    if a.shape != e.shape:
-        raise MeasureError(f"{what}: output shape {tuple(a.shape)} != reference "
-                           f"{tuple(e.shape)}")
-    if not bool(torch.isfinite(a).all()):
-        raise MeasureError(f"{what}: output has inf/nan (dtype {dtype})")
-    rtol, atol = TOLERANCES.get(dtype, (3e-2, 3e-2))
-    ref_scale = float(e.abs().max()) if e.numel() else 0.0
-    if ref_scale == 0.0:
-        raise MeasureError(f"{what}: reference output is all zeros; the check needs random data")
-    err = float((a - e).abs().max()) / ref_scale
-    if err > rtol + atol:
-        raise MeasureError(f"{what}: wrong result in {dtype}: max error {err:.3g} of the "
-                           f"output scale exceeds {rtol + atol:.3g}")
-    return err
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for torch's out-of-memory errors (CUDA or a failed host allocation)."""
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower() or \
-        "DefaultCPUAllocator: can't allocate" in str(exc)
-
-
 # ---- the harness --------------------------------------------------------------------------
 
 def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 0.05,
               min_runs: int = 5, max_runs: int = 200, budget_s: float = 0.5,
-              flush_l2: bool = True, cuda_graph: bool = False,
-              setup: Callable[[int], Any] | None = None) -> TimingStats:
+              flush_l2: bool = True, cuda_graph: bool | None = False,
+              setup: Callable[[int], Any] | None = None,
+              params: Callable[[int], Any] | None = None, set_bytes: float | None = None,
+              verify: Verify | None = None) -> TimingStats:
     """Time ``fn`` repeatedly and return its distribution in seconds.
 
-    - ``setup`` None: each call is ``fn()``. With ``setup``, ``setup(i)`` is called once for
-      each i in range(INPUT_SETS) before any timing and the timed call j is
-      ``fn(sets[j % INPUT_SETS])``: rotating input sets, so repeated calls do not measure the
-      cache. ``setup`` should return fresh random tensors (``random_tensor``).
+    - Calls: ``fn()`` without ``setup``; ``fn(setup(i))`` with it; ``fn(setup(i), params(i))``
+      with ``params`` too. ``setup(i)`` builds input set i (fresh random tensors); calls cycle
+      through the sets, so repeated calls do not measure the cache. ``params(i)`` builds the
+      weights: set 0's are shared by all sets (a layer's weight is one tensor; the flush keeps
+      it out of cache), except in a CUDA graph, where each set gets its own (see below).
     - Warm-up: calls for ``warmup_s`` seconds (at least two), which also estimate the time of
       one call; then ``budget_s`` / estimate timed calls, clamped to [min_runs, max_runs].
     - ``flush_l2``: overwrite a buffer of twice the L2 (CPU: last-level cache) before every
-      timed call, outside the timed region.
-    - ``cuda_graph`` (CUDA only): capture calls into a CUDA graph (enough that one replay
-      lasts ~1 ms) and time replays; the sample is replay time / calls captured. Removes
-      launch overhead from microsecond kernels; the flush then precedes each replay only.
+      timed call, outside the timed region (before each graph replay in a graph).
+    - ``cuda_graph`` (CUDA only): True or None (auto: when a call is short enough for launch
+      overhead to matter) captures calls into a CUDA graph and times replays. No flush runs
+      between the calls of one replay, so the graph rotates through enough independent sets
+      (weights included) that each call's data was evicted by the ones before it
+      (``cuda_timing.graph_plan``, from ``set_bytes``, the bytes one call reads and writes);
+      where those sets do not fit in memory, it times flushed single calls instead.
+    - ``verify(args, out)``: called after timing on the outputs of timed calls of up to
+      VERIFY_SETS distinct sets (``args`` is the call's argument tuple); it raises on a wrong
+      result. This checks the timed calls themselves, graph replays included.
     - CPU timing uses perf_counter; the thread count in force is recorded in the result
-      (set it with ``set_cpu_threads`` first).
+      (set it with ``set_cpu_threads`` first). CUDA timing samples NVML telemetry.
     """
     if min_runs < 2:
         raise InputError(f"min_runs {min_runs}: a distribution needs at least 2 timed runs")
     if max_runs < min_runs:
         raise InputError(f"max_runs {max_runs} < min_runs {min_runs}")
-    _check_device(device)
+    check_device(device)
     if cuda_graph and not is_cuda(device):
         raise InputError("cuda_graph=True needs a CUDA device")
+    if params is not None and setup is None:
+        raise InputError("params needs setup: weights go with input sets")
 
-    sets = [setup(i) for i in range(INPUT_SETS)] if setup is not None else None
+    shared = params(0) if params is not None else None
+    sets: list[tuple[Any, ...]] = []
+    for i in range(INPUT_SETS if setup is not None else 1):
+        if setup is None:
+            sets.append(())
+        else:
+            sets.append((setup(i),) if params is None else (setup(i), shared))
 
     def call(j: int) -> Any:
-        return fn(sets[j % INPUT_SETS]) if sets is not None else fn()
+        return fn(*sets[j % len(sets)])
 
+    if is_cuda(device):
+        from perfscope.measure import cuda_timing
+
+        return cuda_timing.time_cuda(
+            fn, sets, device=device, warmup_s=warmup_s, min_runs=min_runs, max_runs=max_runs,
+            budget_s=budget_s, flush_l2=flush_l2, cuda_graph=cuda_graph,
+            setup=setup, params=params, set_bytes=set_bytes, verify=verify)
+
+    warm_up(call, device, warmup_s)  # the CPU loop is budgeted by wall time, not by estimate
     flush = make_flush(device) if flush_l2 else None
+    stats, outs = _time_cpu(call, len(sets), flush, budget_s, min_runs, max_runs,
+                            keep=verify is not None)
+    if verify is not None:
+        verify_outputs(verify, sets, outs)
+    return stats
 
-    # warm-up by time (first calls pay for allocation, JIT, autotuning); estimate one call
+
+def warm_up(call: Callable[[int], Any], device: str, warmup_s: float) -> float:
+    """Call for ``warmup_s`` (at least twice; first calls pay for allocation, JIT, autotuning)
+    and return the median time of the second half of the calls."""
     warm: list[float] = []
     t_end = time.perf_counter() + warmup_s
     j = 0
@@ -253,20 +231,32 @@ def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 
         j += 1
         if j >= 10_000:
             break
-    est = statistics.median(warm[len(warm) // 2:])
-
-    if is_cuda(device):
-        if cuda_graph:
-            return _time_cuda_graph(call, device, est, flush, budget_s, min_runs, max_runs)
-        return _time_cuda_events(call, device, est, flush, budget_s, min_runs, max_runs)
-    return _time_cpu(call, flush, budget_s, min_runs, max_runs)
+    return statistics.median(warm[len(warm) // 2:])
 
 
-def _time_cpu(call: Callable[[int], Any], flush: Callable[[], None] | None, budget_s: float,
-              min_runs: int, max_runs: int) -> TimingStats:
+def verify_outputs(verify: Verify, sets: Sequence[tuple[Any, ...]],
+                   outs: dict[int, Any]) -> float:
+    """Check the kept output of each set; returns the largest error."""
+    if not outs:
+        raise MeasureError("no timed output was kept to check")
+    return max(verify(sets[i], out) for i, out in sorted(outs.items()))
+
+
+def kept_sets(n_sets: int, limit: int = VERIFY_SETS) -> set[int]:
+    """Which of ``n_sets`` input sets have an output checked: all, or ``limit`` spread out."""
+    if n_sets <= limit:
+        return set(range(n_sets))
+    return {round(i * (n_sets - 1) / (limit - 1)) for i in range(limit)}
+
+
+def _time_cpu(call: Callable[[int], Any], n_sets: int, flush: Callable[[], None] | None,
+              budget_s: float, min_runs: int, max_runs: int, *,
+              keep: bool) -> tuple[TimingStats, dict[int, Any]]:
     import torch
 
     samples: list[float] = []
+    outs: dict[int, Any] = {}
+    want = kept_sets(n_sets) if keep else set()
     start = time.perf_counter()
     j = 0
     # the budget counts wall time including flushes, so --quick bounds the whole run
@@ -275,68 +265,9 @@ def _time_cpu(call: Callable[[int], Any], flush: Callable[[], None] | None, budg
         if flush is not None:
             flush()
         t0 = time.perf_counter()
-        call(j)
+        out = call(j)
         samples.append(time.perf_counter() - t0)
+        if j % n_sets in want and j % n_sets not in outs:
+            outs[j % n_sets] = out
         j += 1
-    return summarize(samples, threads=int(torch.get_num_threads()), method="perf_counter")
-
-
-def _time_cuda_events(call: Callable[[int], Any], device: str, est: float,
-                      flush: Callable[[], None] | None, budget_s: float, min_runs: int,
-                      max_runs: int) -> TimingStats:
-    import torch
-
-    n = run_count(est, budget_s=budget_s, min_runs=min_runs, max_runs=max_runs)
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    for j in range(n):
-        if flush is not None:
-            flush()  # on the stream before the start event: not timed
-        starts[j].record()
-        call(j)
-        ends[j].record()
-    synchronize(device)
-    samples = [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends, strict=True)]
-    return summarize(samples, method="cuda_events")
-
-
-def graph_inner_calls(per_call_s: float, target_s: float = GRAPH_TARGET_S,
-                      max_inner: int = GRAPH_MAX_INNER) -> int:
-    """Calls captured in one CUDA graph so that a replay lasts about ``target_s``."""
-    if per_call_s <= 0:
-        return max_inner
-    return max(1, min(max_inner, math.ceil(target_s / per_call_s)))
-
-
-def _time_cuda_graph(call: Callable[[int], Any], device: str, est: float,
-                     flush: Callable[[], None] | None, budget_s: float, min_runs: int,
-                     max_runs: int) -> TimingStats:
-    import torch
-
-    # the warm-up estimate includes launch overhead, so it overstates short kernels: inner is
-    # a lower bound on the calls needed, which is the safe side
-    inner = graph_inner_calls(est)
-    side = torch.cuda.Stream(device=torch.device(device))
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # capture needs its warm-up on a side stream
-        for j in range(3):
-            call(j)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for j in range(inner):
-            call(j)
-    graph.replay()
-    synchronize(device)
-    n = run_count(est * inner, budget_s=budget_s, min_runs=min_runs, max_runs=max_runs)
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    for j in range(n):
-        if flush is not None:
-            flush()
-        starts[j].record()
-        graph.replay()
-        ends[j].record()
-    synchronize(device)
-    samples = [s.elapsed_time(e) * 1e-3 / inner for s, e in zip(starts, ends, strict=True)]
-    return summarize(samples, method=f"cuda_graph x{inner}")
+    return summarize(samples, threads=int(torch.get_num_threads()), method="perf_counter"), outs

@@ -18,16 +18,20 @@ class TimingStats:
     n: int
     cv: float  # coefficient of variation (stdev / mean)
     threads: int | None = None  # CPU: torch intra-op threads in force while timing
-    method: str = ""  # "perf_counter" | "cuda_events" | "cuda_graph xN" (N calls per replay)
+    method: str = ""  # "perf_counter" | "cuda_events (why)" | "cuda_graph xN over M input sets"
+    # GPU: NVML readings while the timed calls ran (clocks, power, temperature, throttling)
+    telemetry: Mapping[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, float | int | str | None]:
-        d: dict[str, float | int | str | None] = {
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
             "median_s": self.median_s, "p20_s": self.p20_s, "p80_s": self.p80_s,
             "min_s": self.min_s, "n": self.n, "cv": self.cv}
         if self.threads is not None:
             d["threads"] = self.threads
         if self.method:
             d["method"] = self.method
+        if self.telemetry is not None:
+            d["telemetry"] = dict(self.telemetry)
         return d
 
 

@@ -127,11 +127,13 @@ def make_paged_kv(seq_lens: Sequence[int], *, kv_heads: int, head_dim: int,
         raise InputError(f"seq_lens must be >= 1 for decode: got {list(seq_lens)}")
     dtype = dtype or torch.float32
     gen = torch.Generator().manual_seed(seed)
+    # the pools are drawn where they live: GBs of host random numbers would take a minute
+    dev_gen = torch.Generator(device=device).manual_seed(seed)
     need = [-(-n // block_size) for n in seq_lens]
     num_blocks = sum(need) + spare_blocks
     shape = (num_blocks, block_size, kv_heads, head_dim)
-    k_pool = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
-    v_pool = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    k_pool = torch.randn(shape, generator=dev_gen, device=device).to(dtype)
+    v_pool = torch.randn(shape, generator=dev_gen, device=device).to(dtype)
     perm = torch.randperm(num_blocks, generator=gen)
     table = torch.zeros((len(seq_lens), max(need)), dtype=torch.int32)
     used = 0
@@ -160,10 +162,11 @@ def to_contiguous(kv: PagedKV, max_len: int | None = None, seed: int = 1) -> tup
     lens = [int(n) for n in kv.seq_lens.tolist()]
     max_len = max_len or max(lens)
     _, _, kvh, d = kv.k_pool.shape
-    gen = torch.Generator().manual_seed(seed)
+    dev = kv.k_pool.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
     shape = (len(lens), kvh, max_len, d)
-    k = (torch.randn(shape, generator=gen) * 3).to(kv.k_pool)
-    v = (torch.randn(shape, generator=gen) * 3).to(kv.v_pool)
+    k = (torch.randn(shape, generator=gen, device=dev) * 3).to(kv.k_pool.dtype)
+    v = (torch.randn(shape, generator=gen, device=dev) * 3).to(kv.v_pool.dtype)
     for b, n in enumerate(lens):
         kb, vb = sequence_kv(kv, b)
         k[b, :, :n] = kb.transpose(0, 1)

@@ -11,7 +11,10 @@ is itself imported lazily, only by ``get_impl("triton")`` and the benchmarks onc
   heads, looping over the sequence BLOCK_N tokens at a time with an online softmax (vLLM
   paged-attention v1 style, without the split-K of v2). PAGED=True reads token t of
   sequence b from pool block ``block_table[b, t // BLOCK_N]``, so BLOCK_N is the block size;
-  PAGED=False reads the padded contiguous cache with the same loop.
+  PAGED=False reads the padded contiguous cache with the same loop. The loop body is one
+  ``@triton.jit`` helper; under triton < 3.8's interpreter the loop over the sequence is a
+  while loop (that interpreter cannot run ``range`` over a loaded length), everywhere else,
+  compiled kernels included, it is the ``for`` loop.
 """
 
 from __future__ import annotations
@@ -102,12 +105,44 @@ def add_rmsnorm_unfused_triton(x: Any, residual: Any, weight: Any, eps: float, h
 # ---- decode attention ---------------------------------------------------------------------
 
 @triton.jit
+def _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr, v_ptr, table_ptr,
+                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+                  n, d, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr):
+    """Fold tokens [start, start + BLOCK_N) of sequence b into the online softmax (m, l, acc)."""
+    valid = (start + n) < seq_len
+    if PAGED:
+        blk = tl.load(table_ptr + b * stride_tb + start // BLOCK_N).to(tl.int64)
+        k_base = k_ptr + blk * stride_kb
+        v_base = v_ptr + blk * stride_vb
+        t = n  # slot inside the block
+    else:
+        k_base = k_ptr + b * stride_kb
+        v_base = v_ptr + b * stride_vb
+        t = start + n
+    nd_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
+    k = tl.load(k_base + t[:, None] * stride_kt + kvh * stride_kh + d[None, :],
+                mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
+    s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # (G, N)
+    s = tl.where(valid[None, :], s, float("-inf"))
+    # token `start` is valid in every iteration, so m_new is finite and exp(-inf) = 0
+    m_new = tl.maximum(m, tl.max(s, axis=1))
+    alpha = tl.exp(m - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_sum = l_sum * alpha + tl.sum(p, axis=1)
+    v = tl.load(v_base + t[:, None] * stride_vt + kvh * stride_vh + d[None, :],
+                mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
+    acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # (G, D)
+    return m_new, l_sum, acc
+
+
+@triton.jit
 def _decode_attention_kernel(
         q_ptr, k_ptr, v_ptr, o_ptr, table_ptr, lens_ptr, scale,
         stride_qb, stride_qh, stride_ob, stride_oh,
         stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
         GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
-        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr):
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
+        WHILE_LOOP: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1).to(tl.int64)
     seq_len = tl.load(lens_ptr + b)
@@ -121,34 +156,37 @@ def _decode_attention_kernel(
     m = tl.full([GROUP_P2], float("-inf"), tl.float32)
     l_sum = tl.zeros([GROUP_P2], tl.float32)
     acc = tl.zeros([GROUP_P2, D_P2], tl.float32)
-    for start in range(0, seq_len, BLOCK_N):
-        valid = (start + n) < seq_len
-        if PAGED:
-            blk = tl.load(table_ptr + b * stride_tb + start // BLOCK_N).to(tl.int64)
-            k_base = k_ptr + blk * stride_kb
-            v_base = v_ptr + blk * stride_vb
-            t = n  # slot inside the block
-        else:
-            k_base = k_ptr + b * stride_kb
-            v_base = v_ptr + b * stride_vb
-            t = start + n
-        nd_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
-        k = tl.load(k_base + t[:, None] * stride_kt + kvh * stride_kh + d[None, :],
-                    mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
-        s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # (G, N)
-        s = tl.where(valid[None, :], s, float("-inf"))
-        # token `start` is valid in every iteration, so m_new is finite and exp(-inf) = 0
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_sum = l_sum * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + t[:, None] * stride_vt + kvh * stride_vh + d[None, :],
-                    mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
-        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # (G, D)
-        m = m_new
+    if WHILE_LOOP:
+        # triton < 3.8's interpreter cannot take range() over a loaded scalar; compiled
+        # kernels never take this branch (it is a constexpr), so they keep the for loop
+        start = 0
+        while start < seq_len:
+            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
+                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
+                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
+                                          HEAD_DIM, BLOCK_N, PAGED)
+            start += BLOCK_N
+    else:
+        for start in range(0, seq_len, BLOCK_N):
+            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
+                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
+                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
+                                          HEAD_DIM, BLOCK_N, PAGED)
     out = acc / l_sum[:, None]
     tl.store(o_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=gd_mask)
+
+
+def interpreter_needs_while_loop(version: str | None = None,
+                                 interpret: bool | None = None) -> bool:
+    """True under TRITON_INTERPRET=1 with triton older than 3.8, whose interpreter fails on
+    ``range(0, seq_len, BLOCK_N)`` over a loaded scalar (a 1-element array, not a 0-d one)."""
+    if interpret is None:
+        interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpret:
+        return False
+    major, minor = (int(x) for x in (version or triton.__version__).split(".")[:2])
+    return (major, minor) < (3, 8)
 
 
 def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float | None,
@@ -167,7 +205,7 @@ def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float |
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_strides, *v_strides,
         table.stride(0), GROUP=group, GROUP_P2=max(2, triton.next_power_of_2(group)),
         HEAD_DIM=d, D_P2=triton.next_power_of_2(d), BLOCK_N=block_n, PAGED=paged,
-        num_warps=4)
+        WHILE_LOOP=interpreter_needs_while_loop(), num_warps=4)
     return out
 
 
