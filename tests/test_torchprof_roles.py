@@ -102,7 +102,9 @@ def test_mla_projections():
     ("attention", "matmul", 1, True, "attn.value"),  # ... then P V
     ("attention", "transpose", 0, True, "framework.layout"),
     ("attention", "contiguous", 0, True, "framework.copy"),
-    ("repeat_kv", "reshape", 0, True, "framework.copy"),
+    # eager GQA's K/V expansion is an analytic op (attn.repeat_kv); elsewhere a copy
+    ("repeat_kv", "reshape", 0, True, "attn.repeat_kv"),
+    ("repeat_kv", "reshape", 0, False, "framework.copy"),
     ("kv_cache", "cat", 0, False, "framework.kv_cache"),
     (None, "view", 0, False, "framework.layout"),
 ])
