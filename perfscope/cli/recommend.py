@@ -9,6 +9,7 @@ import typer
 
 from perfscope.cli.output import check_format, emit, log, to_csv_text, to_json_text
 from perfscope.cli.predict import (
+    CalibrationOpt,
     CeilingOpt,
     EngineOpt,
     FormatOpt,
@@ -53,6 +54,7 @@ def recommend_cmd(
                                                       "searched.")] = 1024,
     engine: EngineOpt = "neutral",
     ceiling: CeilingOpt = "empirical",
+    calibration: CalibrationOpt = None,
     top: Annotated[int, typer.Option(help="Rows of the ranked table shown.")] = 10,
     plot: Annotated[Path | None, typer.Option(help="Also write the Pareto chart (.html, "
                                                    "plotly).")] = None,
@@ -69,10 +71,15 @@ def recommend_cmd(
     from perfscope.specs.model import load_model
 
     check_format(fmt)
+    cal = None
+    if calibration is not None:
+        from perfscope.calibration import load_calibration
+
+        cal = load_calibration(calibration)  # a bad file fails before any work
     req = RecommendRequest(load_model(model), load_hw(hw), gpus, isl, osl, ttft, tpot,
                            _dtypes(weight_dtypes, "--weight-dtypes"),
                            _dtypes(kv_dtypes, "--kv-dtypes"), max_gpus, engine, ceiling,
-                           max_concurrency)
+                           max_concurrency, cal, str(calibration) if calibration else None)
     result = recommend(req)
     if plot is not None:
         from perfscope.io import write_atomic
