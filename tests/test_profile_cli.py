@@ -77,11 +77,16 @@ def test_json_is_the_reports_numbers(tmp_path):
     assert d["schema"] == "perfscope.report/1" and d["measured"] is None
     dev = d["devices"][0]
     s = dev["summary"]["spec"]
-    assert s["ttft_s"] == dev["phases"]["prefill"]["totals"]["time_s"]
-    assert s["tpot_s"] == dev["phases"]["decode"]["totals"]["time_s"]
-    assert s["tokens_per_s_per_gpu"] == pytest.approx(4 / s["tpot_s"] / 2)
+    # the roofline steps behind the figures are the phases' analyses
+    assert s["prefill_step_s"] == dev["phases"]["prefill"]["totals"]["time_s"]
+    assert s["decode_step_s"] == dev["phases"]["decode"]["totals"]["time_s"]
+    # the serving figures: 4 clients each get 128 tokens per end-to-end latency, on 2 GPUs;
+    # TPOT over the 127 tokens after the first, and never below the bare decode step
+    assert s["engine"] == "neutral"
+    assert s["tokens_per_s_per_gpu"] == pytest.approx(4 * 128 / s["e2e_s"] / 2)
     assert s["tokens_per_s_per_user"] == pytest.approx(1 / s["tpot_s"])
     assert s["e2e_s"] == pytest.approx(s["ttft_s"] + 127 * s["tpot_s"])
+    assert s["tpot_s"] > s["decode_step_s"]
     assert dev["phases"]["decode"]["scenario"]["context_len"] == 1024 + 127 // 2
     assert dev["summary"]["empirical"]["tpot_s"] >= s["tpot_s"]
     assert [x["batch"] for x in dev["sweep"] if x["ceiling"] == "spec"] == [1, 4, 16]
