@@ -123,7 +123,12 @@ def recommendations(study: Any) -> list[dict[str, Any]] | None:
                          "fit": r.searched["feasible"],
                          "meeting_targets": r.searched["meeting_targets"]},
             "expected_gain": None}
-    return [lead, *(x.to_json() for x in r.recommendations)]
+    recs = [x.to_json() for x in r.recommendations]
+    for x in recs:  # four significant digits read better on the page than seventeen
+        x["evidence"] = {k: float(f"{v:.4g}") for k, v in x["evidence"].items()}
+        if x["expected_gain"] is not None:
+            x["expected_gain"] = float(f"{x['expected_gain']:.3g}")
+    return [lead, *recs]
 
 
 def pareto_figure(study: Any) -> dict[str, Any] | None:

@@ -150,8 +150,9 @@ def summary_cards(h: HwStudy) -> str:
         (LABELS["ttft_s"], F.seconds(s.ttft_s), f"expected {F.seconds(e.ttft_s)}", ""),
         (LABELS["tpot_s"], F.seconds(s.tpot_s), f"expected {F.seconds(e.tpot_s)}", ""),
         (LABELS["decode_step_s"], F.seconds(s.decode_step_s),
-         f"expected {F.seconds(e.decode_step_s)}; prefill step "
-         f"{F.seconds(s.prefill_step_s)}", ""),
+         f"expected {F.seconds(e.decode_step_s)}", ""),
+        (LABELS["prefill_step_s"], F.seconds(s.prefill_step_s),
+         f"expected {F.seconds(e.prefill_step_s)}", ""),
         ("output tokens/s per GPU", F.num(s.tokens_per_s_per_gpu),
          f"expected {F.num(e.tokens_per_s_per_gpu)}", ""),
         ("output tokens/s per user", F.num(s.tokens_per_s_per_user),
@@ -344,7 +345,8 @@ def _recommendations(page: Page, recs: Sequence[Mapping[str, Any]]) -> None:
 def _definitions(page: Page) -> None:
     page.section("notes", "How to read this report")
     names = {"ttft_s": "TTFT", "tpot_s": "TPOT", "tokens_per_s_per_gpu": "tokens/s per GPU",
-             "tokens_per_s_per_user": "tokens/s per user", "e2e_s": "end to end"}
+             "tokens_per_s_per_user": "tokens/s per user", "e2e_s": "end to end",
+             "prefill_step_s": "prefill step", "decode_step_s": "decode step"}
     items = [(names.get(k, k), v) for k, v in DEFINITIONS.items()]
     items += [("spec ceilings", "published peak FLOP/s and bandwidth: the upper-bound speed"),
               ("empirical ceilings", "published achieved GEMM and memory rates where the "

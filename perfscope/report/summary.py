@@ -7,8 +7,8 @@ calibrated overheads; the neutral engine unless one is named), next to the step-
 roofline figures the report's charts and bounds are built from.
 
 Definitions (stated on every surface that shows them, ``DEFINITIONS`` and ``LABELS``):
-- TTFT: mean time to first token of a serving benchmark at concurrency ``batch`` (the first
-  wave queues its prefills, later requests arrive staggered), engine overheads included.
+- TTFT: mean time to first token of a serving benchmark at concurrency ``batch`` (the queueing
+  of the prompts that arrive together), engine overheads included.
 - TPOT: mean time per output token after the first, ``(e2e - TTFT) / (osl - 1)``, decode over
   the growing context with the other requests' prefills riding in the steps.
 - tokens/s per GPU: output tokens of all ``batch`` requests per second of the run, over the
@@ -35,8 +35,8 @@ LABELS = {
 
 DEFINITIONS = {
     "ttft_s": "TTFT: mean time to first token of a serving benchmark at concurrency = batch "
-              "(perfscope predict: the first wave queues its prefills, later requests arrive "
-              "staggered; the engine's overheads included)",
+              "(perfscope predict: the queueing of prompts that arrive together and the "
+              "engine's overheads included)",
     "tpot_s": "TPOT: mean time per output token after the first, (end to end - TTFT) / "
               "(output - 1), over the growing context with the other prompts' prefills",
     "tokens_per_s_per_gpu": "output tokens/s per GPU: all requests' output tokens per second "
