@@ -131,6 +131,8 @@ def render_table(d: dict[str, Any]) -> str:
                               "queued)")
     t.add_row("  later ones", f"{fmt_time(d['ttft_steady_s'])} (staggered: the step in "
                               "flight, then the prefill)")
+    t.add_row("  arrivals", f"{d['benchmark']['description']} (the calibration's "
+                            "benchmark)")
     if d["queue_s"] > 0:
         t.add_row("  KV-slot wait", fmt_time(d["queue_s"]))
     t.add_row("TPOT", band("tpot_s", d["tpot_s"]))
