@@ -17,6 +17,7 @@ from perfscope.cli.predict import (
     ModelOpt,
     OutputOpt,
     _width,
+    one_blas_thread,
 )
 
 
@@ -64,6 +65,7 @@ def recommend_cmd(
     """Search TP x PP x EP x replicas, weight quantization, KV dtype and concurrency; keep
     what fits and meets the targets; rank by tokens/s per GPU, give the Pareto front against
     tokens/s per user, answer the usual questions, and explain the choice with the roofline."""
+    one_blas_thread()
     from perfscope.recommend.report import csv_rows, render_text
     from perfscope.recommend.search import recommend
     from perfscope.recommend.types import RecommendRequest
