@@ -17,11 +17,16 @@ import subprocess
 import sys
 import time
 
-from perfscope.recommend.search import run_search
-from perfscope.recommend.types import RecommendRequest
-from perfscope.serving.predict import Layout, Workload, predict
-from perfscope.specs.loading import load_hw
-from perfscope.specs.model import load_model
+# as the CLI does (perfscope.cli.predict.one_blas_thread): numpy's BLAS on one thread, set
+# before numpy loads
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from perfscope.recommend.search import run_search  # noqa: E402
+from perfscope.recommend.types import RecommendRequest  # noqa: E402
+from perfscope.serving.predict import Layout, Workload, predict  # noqa: E402
+from perfscope.specs.loading import load_hw  # noqa: E402
+from perfscope.specs.model import load_model  # noqa: E402
 
 CLI = [sys.executable, "-m", "perfscope", "recommend", "--model", "llama-3.1-70b", "--hw",
        "h100-sxm", "--gpus", "8", "--isl", "1024", "--osl", "1024", "--tpot", "0.05",

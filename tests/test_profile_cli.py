@@ -77,11 +77,16 @@ def test_json_is_the_reports_numbers(tmp_path):
     assert d["schema"] == "perfscope.report/1" and d["measured"] is None
     dev = d["devices"][0]
     s = dev["summary"]["spec"]
-    assert s["ttft_s"] == dev["phases"]["prefill"]["totals"]["time_s"]
-    assert s["tpot_s"] == dev["phases"]["decode"]["totals"]["time_s"]
-    assert s["tokens_per_s_per_gpu"] == pytest.approx(4 / s["tpot_s"] / 2)
+    # the roofline steps behind the figures are the phases' analyses
+    assert s["prefill_step_s"] == dev["phases"]["prefill"]["totals"]["time_s"]
+    assert s["decode_step_s"] == dev["phases"]["decode"]["totals"]["time_s"]
+    # the serving figures: 4 clients each get 128 tokens per end-to-end latency, on 2 GPUs;
+    # TPOT over the 127 tokens after the first, and never below the bare decode step
+    assert s["engine"] == "neutral"
+    assert s["tokens_per_s_per_gpu"] == pytest.approx(4 * 128 / s["e2e_s"] / 2)
     assert s["tokens_per_s_per_user"] == pytest.approx(1 / s["tpot_s"])
     assert s["e2e_s"] == pytest.approx(s["ttft_s"] + 127 * s["tpot_s"])
+    assert s["tpot_s"] > s["decode_step_s"]
     assert dev["phases"]["decode"]["scenario"]["context_len"] == 1024 + 127 // 2
     assert dev["summary"]["empirical"]["tpot_s"] >= s["tpot_s"]
     assert [x["batch"] for x in dev["sweep"] if x["ceiling"] == "spec"] == [1, 4, 16]
@@ -198,3 +203,42 @@ def test_roofline_every_output(tmp_path):
         "llama-3.1-8b_h100-sxm_decode_roofline.svg"]
     one_line_error(run("roofline", "-o", str(tmp_path / "fig.gif")), "--out", ".svg")
     one_line_error(run("roofline", "-o", str(tmp_path / "no" / "fig.svg")), "does not exist")
+
+
+def test_recommendations_and_pareto_are_the_recommenders(tmp_path):
+    """The report's advice is perfscope recommend for the profiled model on its first device,
+    on the layout's GPU count (tp x pp), with the profile's lengths, engine and targets: the
+    same search run directly gives the same top choice and Pareto front."""
+    from perfscope.api import Scenario, load_hw, load_model
+    from perfscope.cli.profile_report import pareto_figure, recommendations
+    from perfscope.recommend import RecommendRequest, recommend
+    from perfscope.report.study import build_study
+
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    st = build_study(m, [hw], Scenario(tp=2), batch=8, isl=1024, osl=128, batches=(1, 8),
+                     engine="sglang", tpot_target_s=0.03)
+    recs = recommendations(st)
+    direct = recommend(RecommendRequest(m, hw, 2, 1024, 128, None, 0.03, engine="sglang",
+                                        max_concurrency=512))
+    assert recs is not None and recs[0]["rule"] == "recommend.summary"
+    assert "2 x NVIDIA H100" in recs[0]["message"] and "sglang" in recs[0]["message"]
+    assert direct.message in recs[0]["message"]
+    assert [r["rule"] for r in recs[1:]] == [r.rule for r in direct.recommendations]
+    fig = pareto_figure(st)
+    assert fig is not None
+    front = next(t for t in fig["data"] if t.get("name") == "Pareto front")
+    assert list(front["x"]) == pytest.approx([c.tokens_per_s_per_user for c in direct.pareto])
+    # the report carries both sections
+    out = tmp_path / "r.html"
+    r = run("profile", "--no-measure", "--tp", "2", "--batch", "8", "--batches", "1,8",
+            "--isl", "1024", "--osl", "128", "--engine", "sglang", "--tpot", "0.03",
+            "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    html = out.read_text()
+    assert 'id="recommendations"' in html and 'id="pareto"' in html
+    assert "recommend.summary" in html
+
+
+def test_engine_and_targets_are_checked_first():
+    one_line_error(run("profile", "--no-measure", "--engine", "tgi"), "--engine")
+    one_line_error(run("profile", "--no-measure", "--tpot", "-1"), "--tpot")

@@ -9,6 +9,7 @@ import pytest
 from perfscope.api import Scenario, analyze, load_hw, load_model
 from perfscope.report.study import build_study, first_batch
 from perfscope.report.summary import serving_summary
+from perfscope.serving.engines import get_engine
 
 H100_BF16 = 989.4e12  # dense tensor FLOP/s (NVIDIA datasheet, sparse figure / 2)
 H100_BW = 3.35e12  # HBM3 bytes/s
@@ -27,6 +28,11 @@ def h100():
     return load_hw("h100-sxm")
 
 
+def kernels(a) -> int:
+    """Compute-op instances of a step: each pays the engine's fixed cost per kernel."""
+    return sum(p.op.count for p in a.points if p.op.unit != "link")
+
+
 def test_decode_batch1_tpot_is_weights_and_cache_over_bandwidth(llama, h100):
     # batch 1 decode streams every weight once (the embedding table is a lookup: one row)
     # and reads the cache once: memory-bound
@@ -35,10 +41,15 @@ def test_decode_batch1_tpot_is_weights_and_cache_over_bandwidth(llama, h100):
     kv_read = 2 * L * KV * D * 2 * ctx  # K and V, bf16
     hand = (2 * (P - V * H) + kv_read) / H100_BW
     assert s.decode.scenario.context_len == ctx
-    assert s.tpot_s == pytest.approx(hand, rel=0.02)
-    assert s.tokens_per_s_per_user == pytest.approx(1 / s.tpot_s)
-    assert s.tokens_per_s_per_gpu == pytest.approx(1 / s.tpot_s)
+    assert s.decode_step_s == pytest.approx(hand, rel=0.02)  # the roofline step
     assert s.decode.totals.bound == "memory"
+    # the served TPOT of one request (nobody else's prefill in its decode window) is that
+    # step plus the neutral engine's fixed cost per kernel and per scheduler step
+    eng = get_engine("neutral")
+    served = hand + kernels(s.decode) * eng.kernel_overhead_s + eng.step_overhead_s
+    assert s.tpot_s == pytest.approx(served, rel=0.02)
+    assert s.tokens_per_s_per_user == pytest.approx(1 / s.tpot_s)
+    assert s.engine == "neutral" and s.prediction is not None
 
 
 def test_prefill_ttft_is_the_flops_over_the_tensor_peak(llama, h100):
@@ -52,16 +63,31 @@ def test_prefill_ttft_is_the_flops_over_the_tensor_peak(llama, h100):
     assert tk["gemm"] + tk["attention"] == pytest.approx(gemm + lm_head + attn, rel=0.01)
     assert s.prefill.totals.bound == "compute"
     # the rest (norms, rotary, the activation) is memory-bound and small
-    assert gemm + attn < s.ttft_s < 1.15 * (gemm + lm_head + attn)
+    assert gemm + attn < s.prefill_step_s < 1.15 * (gemm + lm_head + attn)
+    # one request's TTFT: its prefill step, with the engine's fixed costs per kernel, per
+    # step and per request (HTTP, tokenization)
+    eng = get_engine("neutral")
+    served = s.prefill_step_s + kernels(s.prefill) * eng.kernel_overhead_s + \
+        eng.step_overhead_s + eng.ttft_overhead_s
+    assert s.ttft_s == pytest.approx(served, rel=1e-6)
     assert s.e2e_s == pytest.approx(s.ttft_s + 15 * s.tpot_s)
 
 
 def test_throughput_per_gpu_divides_by_the_group(llama, h100):
     s = serving_summary(llama, h100, Scenario(tp=2), batch=16, isl=1024, osl=128)
     assert s.gpus == 2
-    assert s.tokens_per_s_per_gpu == pytest.approx(16 / s.tpot_s / 2)
+    # closed loop: 16 users each get 128 tokens per end-to-end latency, over 2 GPUs
+    assert s.tokens_per_s_per_gpu == pytest.approx(16 * 128 / s.e2e_s / 2)
     assert s.decode.scenario.context_len == 1024 + 127 // 2
     assert s.final.scenario.context_len == 1024 + 127  # memory at the last token
+
+
+def test_engine_changes_the_serving_figures_not_the_roofline(llama, h100):
+    a = serving_summary(llama, h100, Scenario(), batch=8, isl=1024, osl=64)
+    b = serving_summary(llama, h100, Scenario(), batch=8, isl=1024, osl=64, engine="sglang")
+    assert b.engine == "sglang" and a.engine == "neutral"
+    assert a.decode_step_s == b.decode_step_s and a.prefill_step_s == b.prefill_step_s
+    assert a.ttft_s != b.ttft_s
 
 
 def test_decode_gemms_turn_compute_bound_where_intensity_reaches_the_ridge(llama, h100):

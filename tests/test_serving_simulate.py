@@ -3,8 +3,10 @@
 An engine with no overheads and efficiency 1 makes every step exactly an analyze() step, so
 TTFT and TPOT can be derived by hand: a burst of c equal prompts served one prefill at a time
 waits (c + 1) / 2 prefill times on average; served g at a time, the mean of ceil(i / g) steps;
-TPOT of a lone request is the mean decode step over its growing context, which for a
-memory-bound decode is linear in the context, so the trapezoid of the two end steps.
+a later request of a closed loop waits half a decode step and its group's prefill step; over
+R requests per client the mean is (burst + (R - 1) steady) / R. TPOT of a lone request is the
+mean decode step over its growing context, which for a memory-bound decode is linear in the
+context, so the trapezoid of the two end steps.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from perfscope import Scenario, analyze, load_hw, load_model
-from perfscope.serving.engines import EngineParams
+from perfscope.serving.engines import Benchmark, EngineParams
 from perfscope.serving.fitting import fit_step_model
 from perfscope.serving.simulate import serve
 
@@ -23,7 +25,7 @@ BARE = EngineParams(name="bare", display_name="bare", notes="", max_num_tokens=8
                     chunked_prefill=False, mixed_batches=False, max_num_seqs=4096,
                     kv_block_tokens=1, memory_fraction=0.9, memory_policy="total",
                     kv_admission="full", kernel_overhead_s=None, collective_latency_s=None)
-BURST = {"cluster_scale": 1.0, "cluster_exponent": 1.0}  # every request arrives at once
+BURST = {"bench": Benchmark("closed_loop", 1.0)}  # one request per client: one burst
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_prefill_of_others_lands_in_the_decode_window(setup):
     """Steady state: with r running, r - 1 other prompts prefill during one request's decode
     window; with long prompts and short outputs TPOT rises well above the decode step."""
     sm = setup[3]
-    s = serve(sm, BARE, 32, 8000, 100, cluster_scale=1.0, cluster_exponent=0.5)
+    s = serve(sm, BARE, 32, 8000, 100, bench=Benchmark("cluster", None, None, 1.0, 0.5))
     assert float(s.tpot_s) > 2 * float(s.decode_step_s)
     # the quadratic's root satisfies its own equation
     X = (100 - 1) * float(s.tpot_s)
@@ -120,8 +122,53 @@ def test_prefill_of_others_lands_in_the_decode_window(setup):
 def test_vectorised_over_concurrency_equals_scalar_calls(setup):
     sm = setup[3]
     cs = np.arange(1, 200, 7)
-    grid = serve(sm, BARE, cs, 1500, 700, cluster_scale=0.9, cluster_exponent=0.55)
+    bench = Benchmark("closed_loop", 7.0)
+    grid = serve(sm, BARE, cs, 1500, 700, bench=bench)
     for i, c in enumerate(cs):
-        one = serve(sm, BARE, int(c), 1500, 700, cluster_scale=0.9, cluster_exponent=0.55)
+        one = serve(sm, BARE, int(c), 1500, 700, bench=bench)
         for f in ("ttft_s", "tpot_s", "e2e_s", "memory_per_gpu_bytes"):
             assert getattr(grid, f)[i] == pytest.approx(float(getattr(one, f)), rel=1e-12)
+
+
+@pytest.mark.parametrize("c, R", [(6, 1.0), (6, 4.0), (16, 10.0)])
+def test_closed_loop_ttft_one_prompt_per_step(setup, c, R):
+    """Long prompts (one per step): the first wave queues (c + 1) / 2 prefills; each later
+    request arrives alone, waits half a decode step of the c others, then for a prompt ahead
+    of it (M/D/1: the prefill busy rho = c p / cycle of the time, cycle = p + (osl - 1) d +
+    (c - 1) p when prefills pause decoding), then its own prefill; the run's mean weighs
+    burst and steady state 1 : R - 1."""
+    m, hw, sc, sm = setup
+    isl, osl = 6000, 64
+    s = serve(sm, BARE, c, isl, osl, bench=Benchmark("closed_loop", R))
+    p = prefill(m, hw, sc, 1, isl)
+    d = decode(m, hw, sc, c, isl + (osl - 2) // 2)  # the mean decode step: c sequences
+    rho = min(c * p / (p + (osl - 1) * d + (c - 1) * p), 0.9)
+    burst, steady = (c + 1) / 2 * p, d / 2 + rho / (2 * (1 - rho)) * p + p
+    assert float(s.ttft_burst_s) == pytest.approx(burst, rel=1e-9)
+    assert float(s.ttft_steady_s) == pytest.approx(steady, rel=1e-9)
+    assert float(s.ttft_s) == pytest.approx((burst + (R - 1) * steady) / R, rel=1e-9)
+
+
+def test_closed_loop_later_requests_arrive_alone(setup):
+    """Short prompts: four fit one step, yet later requests arrive one at a time (the clients
+    drift apart), so their prefill is one prompt's, not a group's."""
+    m, hw, sc, sm = setup
+    isl, osl, c = 2048, 130, 12
+    s = serve(sm, BARE, c, isl, osl, bench=Benchmark("closed_loop", 1e9))
+    p = prefill(m, hw, sc, 1, isl)
+    d = decode(m, hw, sc, c, isl + (osl - 2) // 2)
+    rho = c * p / (p + (osl - 1) * d + (c - 1) * p)
+    steady = d / 2 + rho / (2 * (1 - rho)) * p + p
+    assert float(s.ttft_steady_s) == pytest.approx(steady, rel=1e-9)
+    assert float(s.ttft_s) == pytest.approx(steady, rel=1e-6)  # R -> infinity
+    assert float(s.ttft_burst_s) > 2 * steady  # the first wave queues three steps of four
+
+
+def test_run_length_in_requests_per_run(setup):
+    """A run of N requests over c clients is N / c requests each (at least one)."""
+    sm = setup[3]
+    a = serve(sm, BARE, 20, 3000, 200, bench=Benchmark("closed_loop", None, 100.0))
+    b = serve(sm, BARE, 20, 3000, 200, bench=Benchmark("closed_loop", 5.0))
+    assert float(a.ttft_s) == pytest.approx(float(b.ttft_s), rel=1e-12)
+    one = serve(sm, BARE, 200, 3000, 200, bench=Benchmark("closed_loop", None, 100.0))
+    assert float(one.ttft_s) == pytest.approx(float(one.ttft_burst_s), rel=1e-12)

@@ -1,9 +1,17 @@
-"""The serving step model reproduces analyze() exactly, op by op, on random steps.
+"""The serving step model reproduces analyze() op by op on random steps.
 
-The decomposition (perfscope/serving/stepmodel.py) writes every op's FLOPs and bytes as a
-linear combination of step features; the independent count it is checked against is
-analyze() itself, at steps the fit never saw, for dense, MoE, MLA, sliding-window, pipelined,
-weight-only and W8A8 configurations.
+The decomposition (perfscope/serving/stepmodel.py) writes every op's FLOPs, bytes and comm
+message as a linear combination of step features; the independent count it is checked against
+is analyze() itself, at steps the fit never saw: dense GQA, weight-only and W8A8, fp8 block and
+fp4 (NVFP4), fp8 weight-only on Ampere, MLA, MoE with expert parallelism and with attention data
+parallelism (all-to-all and all-gather/reduce-scatter), sliding windows, TP, PP, a PCIe device
+and a group spanning nodes.
+
+Tolerances, stated: 1e-9 relative where the model is exact (everything but the busiest EP
+rank's load above 256 routed tokens; comm times come from perfscope.collectives' own function,
+tabulated at whole bytes where it is exact); TABULATED_RTOL = 1% where a step routes more than
+``tables.EXACT_TOKENS`` tokens over EP > 1 (the expert-load table interpolates in log space
+there: tests/test_serving_tables.py measures it at under 1e-5).
 """
 
 from __future__ import annotations
@@ -12,28 +20,49 @@ import numpy as np
 import pytest
 
 from perfscope import Scenario, analyze, load_hw, load_model
-from perfscope.analytic.attention import attended_keys, cached_tokens
+from perfscope.analytic.attention import attended_keys, cached_tokens, kv_tokens_read
 from perfscope.analytic.moe import expected_experts
-from perfscope.serving.features import cached, experts_touched, keys_sum
+from perfscope.serving.features import cached, experts_touched, keys_sum, kv_read
 from perfscope.serving.fitting import fit_step_model
 from perfscope.serving.stepmodel import Efficiency
+from perfscope.serving.tables import EXACT_TOKENS
+
+EXACT_RTOL = 1e-9
+TABULATED_RTOL = 1e-2
 
 CASES = [
     ("llama-3.1-70b", "h100-sxm", dict(tp=4, weight_dtype="fp8")),
     ("llama-3.1-8b", "a100-sxm-80gb", dict(weight_dtype="int4")),
+    ("llama-3.1-8b", "a100-sxm-80gb", dict(weight_dtype="fp8")),  # W8A16 fp8 on Ampere
+    ("llama-3.1-70b", "b200", dict(tp=2, weight_dtype="fp4")),
     ("deepseek-v3", "h200-sxm", dict(tp=8, ep=8, weight_dtype="fp8")),
+    ("deepseek-v3", "h200-sxm", dict(tp=1, attn_dp=8, ep=8)),
+    ("deepseek-v3", "h200-sxm", dict(tp=2, attn_dp=8, ep=16)),  # 16 GPUs: over InfiniBand
+    ("qwen3-235b-a22b-fp8", "h200-sxm", dict(tp=2, attn_dp=2, ep=4,
+                                              moe_comm="allgather_reducescatter")),
+    ("qwen3-235b-a22b-fp8", "h200-sxm", dict(tp=1, attn_dp=4)),
     ("gemma-2-9b", "h100-sxm", dict(tp=2, weight_dtype="int8", act_dtype="int8")),
     ("mixtral-8x7b", "h100-sxm", dict(tp=2, pp=2, ep=2)),
     ("qwen3-30b-a3b", "l40s", dict(tp=2)),
 ]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
+def ids(c):
+    return f"{c[0]}-" + "-".join(f"{k}{v}" for k, v in c[2].items())
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[ids(c) for c in CASES])
 def case(request):
     name, hw_name, kw = request.param
     m, hw = load_model(name), load_hw(hw_name)
     kw = dict(kw, ceiling="empirical")
     return m, hw, kw, fit_step_model(m, hw, Scenario(**kw))
+
+
+def rtol(kw: dict, batch: int, tokens: int) -> float:
+    """Exact unless the busiest EP rank's load is read from its log-space table."""
+    return TABULATED_RTOL if kw.get("ep", 1) > 1 and batch * tokens > EXACT_TOKENS \
+        else EXACT_RTOL
 
 
 def test_keys_and_cache_features_match_the_scalar_formulas():
@@ -43,6 +72,7 @@ def test_keys_and_cache_features_match_the_scalar_formulas():
         W = [None, 4096, 128][int(rng.integers(0, 3))]
         assert keys_sum(T, C0, W) == pytest.approx(attended_keys(T, C0, W), rel=1e-15)
         assert cached(C0 + T, W) == cached_tokens(C0 + T, W)
+        assert kv_read(T, C0, W) == kv_tokens_read(T, C0, W)
     for n in (0, 1, 3, 64, 4096):
         assert experts_touched(256, 8, n) == pytest.approx(expected_experts(256, 8, n),
                                                            rel=1e-12)
@@ -51,16 +81,30 @@ def test_keys_and_cache_features_match_the_scalar_formulas():
 def test_decode_and_fill_match_analyze_at_random_steps(case):
     m, hw, kw, sm = case
     rng = np.random.default_rng(7)
-    for _ in range(12):
+    for _ in range(10):
         b, c = int(rng.integers(1, 400)), int(rng.integers(1, m.max_position - 2))
         a = analyze(m, hw, Scenario(phase="decode", batch=b, context_len=c, **kw))
-        assert float(sm.decode_time(b, c)) == pytest.approx(a.totals.time_s, rel=1e-9)
-        b = int(rng.integers(1, 6))
-        t = int(rng.integers(1, m.max_position // 2))
+        assert float(sm.decode_time(b, c)) == pytest.approx(a.totals.time_s, rel=rtol(kw, b, 1))
+        b = int(rng.integers(1, 20))
+        t = int(rng.integers(1, m.max_position // 4))
         c0 = int(rng.integers(0, m.max_position // 2)) if rng.random() < 0.6 else 0
         phase = "prefill" if c0 == 0 else "chunked_prefill"
         a = analyze(m, hw, Scenario(phase=phase, batch=b, seq_len=t, context_len=c0, **kw))
-        assert float(sm.fill_time(b, t, c0)) == pytest.approx(a.totals.time_s, rel=1e-9)
+        assert float(sm.fill_time(b, t, c0)) == pytest.approx(a.totals.time_s,
+                                                              rel=rtol(kw, b, t))
+
+
+def test_small_steps_are_exact(case):
+    """Every step routing at most EXACT_TOKENS tokens reproduces analyze() to 1e-9, expert
+    parallelism and attention DP included (odd batches: uneven attention groups)."""
+    m, hw, kw, sm = case
+    for b, c in ((1, 5), (3, 700), (13, 2000), (37, 90), (200, 15)):
+        a = analyze(m, hw, Scenario(phase="decode", batch=b, context_len=c, **kw))
+        assert float(sm.decode_time(b, c)) == pytest.approx(a.totals.time_s, rel=EXACT_RTOL)
+    for b, t, c0 in ((1, 1, 0), (2, 100, 0), (5, 17, 300), (1, 250, 4000)):
+        phase = "prefill" if c0 == 0 else "chunked_prefill"
+        a = analyze(m, hw, Scenario(phase=phase, batch=b, seq_len=t, context_len=c0, **kw))
+        assert float(sm.fill_time(b, t, c0)) == pytest.approx(a.totals.time_s, rel=EXACT_RTOL)
 
 
 def test_every_op_matches_analyze(case):
@@ -70,7 +114,7 @@ def test_every_op_matches_analyze(case):
     got = sm.op_times(sm.decode, sm.decode_features(37, 3001))
     want = np.array([p.time_s for p in a.points])
     assert sm.decode.names == tuple(p.op.name for p in a.points)
-    np.testing.assert_allclose(got, want, rtol=1e-9)
+    np.testing.assert_allclose(got, want, rtol=EXACT_RTOL)  # comm ops included
 
 
 def test_vectorised_grid_equals_pointwise(case):
@@ -92,8 +136,9 @@ def test_kv_dtype_rescale_matches_analyze_with_that_kv_dtype(case):
     a = analyze(m, hw, Scenario(phase="decode", batch=48, context_len=4000,
                                 **dict(kw, kv_dtype="fp8")))
     assert float(sm.decode_time(48, 4000, kv_bits=8)) == pytest.approx(a.totals.time_s,
-                                                                       rel=1e-9)
-    assert float(sm.kv_bytes_per_seq(4001, kv_bits=8)) * 48 == pytest.approx(
+                                                                       rel=rtol(kw, 48, 1))
+    group = -(-48 // kw.get("attn_dp", 1))  # the busiest attention group's sequences
+    assert float(sm.kv_bytes_per_seq(4001, kv_bits=8)) * group == pytest.approx(
         a.memory.kv_cache_bytes, rel=1e-9)
 
 
@@ -101,8 +146,10 @@ def test_memory_matches_analyze(case):
     m, hw, kw, sm = case
     a = analyze(m, hw, Scenario(phase="decode", batch=20, context_len=5000, **kw))
     assert sm.weights_bytes == a.memory.weights_bytes
-    assert 20 * float(sm.kv_bytes_per_seq(5001)) == pytest.approx(a.memory.kv_cache_bytes,
-                                                                  rel=1e-9)
+    # the busiest attention group holds ceil(20 / attn_dp) of the sequences
+    group = -(-20 // kw.get("attn_dp", 1))
+    assert group * float(sm.kv_bytes_per_seq(5001)) == pytest.approx(
+        a.memory.kv_cache_bytes, rel=1e-9)
     p = analyze(m, hw, Scenario(phase="prefill", batch=1, seq_len=3000, **kw))
     assert float(sm.activation_bytes(3000)) == pytest.approx(p.memory.activation_peak_bytes,
                                                              rel=1e-6)

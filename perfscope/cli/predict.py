@@ -20,6 +20,21 @@ EngineOpt = Annotated[str, typer.Option(
          "that engine (perfscope/serving/engines.toml).")]
 CeilingOpt = Annotated[str, typer.Option(help="empirical (measured roofs, calibrated) | spec "
                                               "(datasheet roofs: an optimistic bound)")]
+CalibrationOpt = Annotated[Path | None, typer.Option(
+    help="Price every step with this perfscope.calibration/1 file (perfscope profile "
+         "--torch-model --calibration-out FILE) instead of the engine's fitted kernel "
+         "efficiencies.")]
+
+
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS on one thread unless the user says otherwise (before numpy loads):
+    the serving model multiplies many small matrices, where threads cost more than they save,
+    and far more on a shared machine (DeepSeek-V3 on 8 x H200: 0.7 ms per step grid on one
+    thread against 16 ms on two contended ones)."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 def predict_cmd(
@@ -31,6 +46,9 @@ def predict_cmd(
     dp: Annotated[int, typer.Option(help="Data-parallel replicas sharing the traffic.")] = 1,
     attn_dp: Annotated[int, typer.Option(help="Data-parallel attention groups inside a "
                                               "replica (MoE with expert parallelism).")] = 1,
+    moe_comm: Annotated[str | None, typer.Option(
+        help="Under --attn-dp: all_to_all | allgather_reducescatter (default: the engine's; "
+             "vLLM gathers, the others dispatch all-to-all).")] = None,
     isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1024,
     osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1024,
     concurrency: Annotated[int, typer.Option(help="Requests in flight (benchmark "
@@ -41,21 +59,29 @@ def predict_cmd(
     group_size: Annotated[int | None, typer.Option(help="Weight quantization group.")] = None,
     engine: EngineOpt = "neutral",
     ceiling: CeilingOpt = "empirical",
+    calibration: CalibrationOpt = None,
     fmt: FormatOpt = "table",
     output: OutputOpt = None,
 ) -> None:
     """Serving under load: time to first token (with the queueing of prompts that arrive
     together), time per output token, end-to-end latency, tokens/s per GPU and per user,
     memory per GPU, and how uncertain each is."""
+    one_blas_thread()
     from perfscope.serving.predict import Layout, Workload, predict
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
 
     check_format(fmt)
-    p = predict(load_model(model), load_hw(hw), Layout(tp, pp, ep, dp, attn_dp),
+    cal = None
+    if calibration is not None:
+        from perfscope.calibration import load_calibration
+
+        cal = load_calibration(calibration)  # a bad file fails before any work
+    p = predict(load_model(model), load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
                 Workload(isl, osl, concurrency), engine=engine, weight_dtype=weight_dtype,
                 act_dtype=act_dtype, kv_dtype=kv_dtype, group_size=group_size,
-                ceiling=ceiling)
+                ceiling=ceiling, calibration=cal,
+                calibration_file=str(calibration) if calibration else None)
     data = p.to_json()
     if fmt == "json":
         emit(to_json_text(data), output)
@@ -70,9 +96,11 @@ def csv_row(d: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": d["model"]["name"], "hardware": d["hardware"]["name"]}
     row.update(d["config"])
     for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s_per_gpu", "tokens_per_s_per_user",
-              "memory_per_gpu_bytes", "fits", "ceiling", "ttft_burst_s", "queue_s",
-              "decode_step_s", "prefill_s", "running_per_replica", "max_concurrency"):
+              "memory_per_gpu_bytes", "fits", "ceiling", "ttft_burst_s", "ttft_steady_s",
+              "queue_s", "decode_step_s", "prefill_s", "running_per_replica",
+              "max_concurrency"):
         row[k] = d[k]
+    row["calibration"] = (d.get("calibration") or {}).get("file") or ""
     u = d["uncertainty"]
     row["tpot_mape"] = u.get("tpot_mape")
     row["ttft_mape"] = u.get("ttft_mape")
@@ -106,8 +134,17 @@ def render_table(d: dict[str, Any]) -> str:
     t.add_row("layout", f"{lay}; w {c['weight_dtype']} a {c['act_dtype']} kv {c['kv_dtype']}")
     t.add_row("workload", f"isl {c['isl']}, osl {c['osl']}, concurrency {c['concurrency']}")
     t.add_row("engine", f"{d['engine']['display_name']}; {d['ceiling']} ceilings")
-    t.add_row("TTFT", band("ttft_s", d["ttft_s"]))
-    t.add_row("  all at once", f"{fmt_time(d['ttft_burst_s'])} (the whole burst queued)")
+    if d.get("calibration"):
+        t.add_row("calibration", f"applied: {d['calibration']['file']} (measured on "
+                                 f"{d['calibration']['hardware']}; replaces the engine's "
+                                 "kernel efficiencies and fixed costs)")
+    t.add_row("TTFT", band("ttft_s", d["ttft_s"]) + " mean over the run")
+    t.add_row("  first wave", f"{fmt_time(d['ttft_burst_s'])} (all requests at once, "
+                              "queued)")
+    t.add_row("  later ones", f"{fmt_time(d['ttft_steady_s'])} (staggered: the step in "
+                              "flight, then the prefill)")
+    t.add_row("  arrivals", f"{d['benchmark']['description']} (the calibration's "
+                            "benchmark)")
     if d["queue_s"] > 0:
         t.add_row("  KV-slot wait", fmt_time(d["queue_s"]))
     t.add_row("TPOT", band("tpot_s", d["tpot_s"]))

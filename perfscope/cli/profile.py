@@ -56,6 +56,10 @@ class ProfileArgs:
     sections: str = "ceilings,ops"  # what a local measurement runs
     quick: bool = True
     measure_given: bool = False  # --measure/--no-measure given explicitly
+    # default branch: the serving engine of the predictions, latency targets of the advice
+    engine: str = "neutral"
+    ttft: float | None = None  # seconds
+    tpot: float | None = None  # seconds
     # --torch-model / --module branch: steps, dtype, timing, calibration
     context_len: int | None = None  # decode: tokens cached (None: --isl)
     phases: str = "prefill,decode"
@@ -129,6 +133,13 @@ def profile_cmd(
                                         "or the full sweeps.")] = True,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU: torch threads for "
                                                                   "measuring.")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="Serving engine of the TTFT/TPOT predictions: trtllm | vllm | "
+                         "sglang | neutral.")] = "neutral",
+    ttft: Annotated[float | None, typer.Option(
+        "--ttft", help="TTFT target (seconds) for the recommendations.")] = None,
+    tpot: Annotated[float | None, typer.Option(
+        "--tpot", help="TPOT target (seconds) for the recommendations.")] = None,
     context_len: Annotated[int | None, typer.Option(
         "--context-len", help="Torch branch: tokens cached before the decode step "
                               "(default: --isl).")] = None,
@@ -162,7 +173,7 @@ def profile_cmd(
                        context_len=context_len, phases=phases, dtype=dtype,
                        attn_impl=attn_impl, warmup=warmup, repeat=repeat,
                        calibration=calibration, calibration_out=calibration_out,
-                       hw_given=_given(ctx, "hw"))
+                       hw_given=_given(ctx, "hw"), engine=engine, ttft=ttft, tpot=tpot)
     if torch_branch:
         from perfscope.cli.profile_torch import run as run_torch
 

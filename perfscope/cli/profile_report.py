@@ -53,19 +53,71 @@ def measure_local(sections: Sequence[str] = ("ceilings", "ops"), *, quick: bool 
     return res.to_json()
 
 
-# ---- slots for the serving helper's work (issue 8) ------------------------------------------
+# ---- the serving helper's work (issue 8): recommendations and the Pareto front --------------
+
+_SEARCHES: dict[int, tuple[Any, Any]] = {}
+
+
+def _search(study: Any) -> Any:
+    """The recommender's result for the study's model on its first device (GPUs = the
+    layout's, the study's lengths, engine and targets), computed once per study."""
+    hit = _SEARCHES.get(id(study))
+    if hit is not None and hit[0] is study:
+        return hit[1]
+    from perfscope.recommend.search import recommend
+    from perfscope.recommend.types import RecommendRequest
+
+    b = study.base
+    h = study.hws[0]
+    gpus = b.tp * b.pp * b.attn_dp
+    result = recommend(RecommendRequest(
+        study.model, h.hw, gpus, study.isl, max(study.osl, 2), study.ttft_target_s,
+        study.tpot_target_s, engine=study.engine, max_concurrency=512))
+    _SEARCHES.clear()
+    _SEARCHES[id(study)] = (study, result)
+    return result
+
 
 def recommendations(study: Any) -> list[dict[str, Any]] | None:
     """Recommendation records (rule, message, evidence, expected_gain) for the report's
-    Recommendations section; None leaves the section out. The wiring point for
-    ``perfscope recommend`` (perfscope.recommend) once it lands."""
-    return None
+    Recommendations section: ``perfscope recommend`` for the study's model on its first
+    device, on the layout's GPU count, with the study's lengths, engine and targets. The
+    first record states what was searched."""
+    if not study.hws:
+        return None
+    r = _search(study)
+    h = study.hws[0]
+    lead = {"rule": "recommend.summary",
+            "message": f"On {r.request.gpus} x {h.hw.display_name} (the layout's GPUs), isl "
+                       f"{study.isl}, osl {r.request.osl}, {r.engine} engine"
+                       + (f", TTFT <= {study.ttft_target_s} s" if study.ttft_target_s else "")
+                       + (f", TPOT <= {study.tpot_target_s} s" if study.tpot_target_s
+                          else "")
+                       + f": {r.status.upper() if r.status != 'ok' else 'recommended'}: "
+                       f"{r.message}",
+            "evidence": {"candidates": r.searched["candidates"],
+                         "fit": r.searched["feasible"],
+                         "meeting_targets": r.searched["meeting_targets"]},
+            "expected_gain": None}
+    recs = [x.to_json() for x in r.recommendations]
+    for x in recs:  # four significant digits read better on the page than seventeen
+        x["evidence"] = {k: float(f"{v:.4g}") for k, v in x["evidence"].items()}
+        if x["expected_gain"] is not None:
+            x["expected_gain"] = float(f"{x['expected_gain']:.3g}")
+    return [lead, *recs]
 
 
 def pareto_figure(study: Any) -> dict[str, Any] | None:
-    """A plotly figure dict of the throughput/latency Pareto front for the report's Pareto
-    section; None leaves it out. The wiring point for the recommender's chart."""
-    return None
+    """The recommender's Pareto front (tokens/s per GPU against tokens/s per user) as a
+    plotly figure dict; None when nothing fits."""
+    if not study.hws:
+        return None
+    r = _search(study)
+    if not r.pareto and not r.cloud:
+        return None
+    from perfscope.recommend.report import pareto_figure as figure
+
+    return figure(r).to_plotly_json()
 
 
 # ---- the command -------------------------------------------------------------------------
@@ -166,8 +218,15 @@ def run(args: ProfileArgs) -> None:
     if args.bench is not None:
         imported = _read_bench(args.bench)
 
+    from perfscope.serving.engines import get_engine
+
+    engine = get_engine(args.engine).name  # an unknown engine fails now, naming the flag
+    for flag, t in (("--ttft", args.ttft), ("--tpot", args.tpot)):
+        if t is not None and not t > 0:
+            raise InputError(f"{flag} {t}: must be a positive number of seconds")
     study = build_study(model, hws, replace(base), batch=args.batch, isl=args.isl,
-                        osl=args.osl, batches=batches)
+                        osl=args.osl, batches=batches, engine=engine,
+                        ttft_target_s=args.ttft, tpot_target_s=args.tpot)
     measured = imported
     if measure:
         log(f"perfscope profile: measuring this machine ({', '.join(sections)} of "
@@ -227,7 +286,8 @@ def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | 
     from perfscope.report.page import ReportInput, render_report
 
     assert path is not None
-    html = render_report(ReportInput(study, command, created, versions, measured))
+    html = render_report(ReportInput(study, command, created, versions, measured,
+                                     recommendations(study), pareto_figure(study)))
     # reports/ is ours to create; a folder named with -o must already exist
     write(path, html, what="--output", make_parents=default_folder)
     width = out_width(None)

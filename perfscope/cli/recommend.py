@@ -9,6 +9,7 @@ import typer
 
 from perfscope.cli.output import check_format, emit, log, to_csv_text, to_json_text
 from perfscope.cli.predict import (
+    CalibrationOpt,
     CeilingOpt,
     EngineOpt,
     FormatOpt,
@@ -16,6 +17,7 @@ from perfscope.cli.predict import (
     ModelOpt,
     OutputOpt,
     _width,
+    one_blas_thread,
 )
 
 
@@ -53,6 +55,7 @@ def recommend_cmd(
                                                       "searched.")] = 1024,
     engine: EngineOpt = "neutral",
     ceiling: CeilingOpt = "empirical",
+    calibration: CalibrationOpt = None,
     top: Annotated[int, typer.Option(help="Rows of the ranked table shown.")] = 10,
     plot: Annotated[Path | None, typer.Option(help="Also write the Pareto chart (.html, "
                                                    "plotly).")] = None,
@@ -62,6 +65,7 @@ def recommend_cmd(
     """Search TP x PP x EP x replicas, weight quantization, KV dtype and concurrency; keep
     what fits and meets the targets; rank by tokens/s per GPU, give the Pareto front against
     tokens/s per user, answer the usual questions, and explain the choice with the roofline."""
+    one_blas_thread()
     from perfscope.recommend.report import csv_rows, render_text
     from perfscope.recommend.search import recommend
     from perfscope.recommend.types import RecommendRequest
@@ -69,10 +73,15 @@ def recommend_cmd(
     from perfscope.specs.model import load_model
 
     check_format(fmt)
+    cal = None
+    if calibration is not None:
+        from perfscope.calibration import load_calibration
+
+        cal = load_calibration(calibration)  # a bad file fails before any work
     req = RecommendRequest(load_model(model), load_hw(hw), gpus, isl, osl, ttft, tpot,
                            _dtypes(weight_dtypes, "--weight-dtypes"),
                            _dtypes(kv_dtypes, "--kv-dtypes"), max_gpus, engine, ceiling,
-                           max_concurrency)
+                           max_concurrency, cal, str(calibration) if calibration else None)
     result = recommend(req)
     if plot is not None:
         from perfscope.io import write_atomic

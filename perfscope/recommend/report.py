@@ -153,6 +153,10 @@ def render_text(r: RecommendResult, width: int = 80, top_n: int = 10) -> str:
               "targets" + (f"; uncertainty TPOT +-{u['tpot_mape']:.0%}, TTFT "
                            f"+-{u['ttft_mape']:.0%}" if u.get("tpot_mape") else ""),
               overflow="fold")
+    if u.get("calibration"):
+        con.print(f"calibration applied: {u['calibration']['file']} (measured on "
+                  f"{u['calibration']['hardware']}; replaces the engine's kernel efficiencies "
+                  "and fixed costs)", overflow="fold")
     return "\n".join(line.rstrip() for line in con.export_text().splitlines()) + "\n"
 
 

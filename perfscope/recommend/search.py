@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,12 @@ from perfscope.recommend.space import (
     schemes,
 )
 from perfscope.recommend.types import Candidate, RecommendRequest, RecommendResult
-from perfscope.serving.engines import EngineParams, get_engine, load_engines
+from perfscope.serving.calibrated import calibrate
+from perfscope.serving.engines import Benchmark, EngineParams, get_engine, load_engines
 from perfscope.serving.fitting import WeightsDoNotFit, layout_scenario
 from perfscope.serving.predict import step_model
 from perfscope.serving.simulate import Served, efficiency, serve
-from perfscope.serving.stepmodel import Efficiency, StepModel
+from perfscope.serving.stepmodel import IDEAL, Efficiency, StepModel
 from perfscope.specs.scenario import Scenario
 
 TOP_N = 20
@@ -65,7 +66,7 @@ class Search:
     req: RecommendRequest
     eng: EngineParams
     eff: Efficiency
-    law: tuple[float, float]
+    bench: Benchmark
     evals: list[Evaluated]
     grid: np.ndarray
     dropped: dict[str, int]
@@ -84,9 +85,8 @@ class Search:
 
     def serve_one(self, sm: StepModel, bits: Any, concurrency: Any) -> Served:
         """``bits``: KV-cache bits, a number or a (K, 1) array of several dtypes."""
-        return serve(sm, self.eng, concurrency, self.req.isl, self.req.osl,
-                     cluster_scale=self.law[0], cluster_exponent=self.law[1], kv_bits=bits,
-                     eff=self.eff, burst=False)
+        return serve(sm, self.eng, concurrency, self.req.isl, self.req.osl, bench=self.bench,
+                     kv_bits=bits, eff=self.eff)
 
 
 def validate(req: RecommendRequest) -> None:
@@ -115,11 +115,13 @@ def run_search(req: RecommendRequest) -> Search:
     tab = load_engines()
     eng = get_engine(req.engine, tab)
     eff = efficiency(eng, req.ceiling)
+    if req.calibration is not None:  # measured step times replace the engine's kernel fit
+        eff = IDEAL
+        eng = replace(eng, step_overhead_s=0.0)
     dropped: dict[str, int] = defaultdict(int)
     max_g = min(req.max_gpus or req.gpus, req.gpus)
     grid = np.array(concurrency_grid(req.max_concurrency), dtype=float)
-    law = (tab.cluster_scale, tab.cluster_exponent)
-    search = Search(req, eng, eff, law, [], grid, dropped, [])
+    search = Search(req, eng, eff, tab.benchmark, [], grid, dropped, [])
     usable = eng.memory_fraction * req.hw.memory_bytes
     lay = list(layouts(req.model, req.gpus, max_g, req.hw.gpus_per_node, dropped))
     for sch in schemes(req, dropped):
@@ -143,6 +145,8 @@ def run_search(req: RecommendRequest) -> Search:
                 continue
             finally:
                 search.fit_s += time.perf_counter() - t0
+            if req.calibration is not None:
+                sm = calibrate(sm, req.calibration)[0]
             # every KV dtype in one evaluation: (kv, concurrency) grid
             t0 = time.perf_counter()
             bits = np.array([[kv_bits(kv)] for kv in kvs], dtype=float)
@@ -262,8 +266,14 @@ def _thin(front: list[Candidate], rel: float = 0.01) -> list[Candidate]:
 
 def _uncertainty(search: Search) -> dict[str, Any]:
     err = dict(search.eng.error)
-    return {"engine": search.eng.name,
-            "tpot_mape": err.get("cv_tpot_mape", err.get("tpot_mape")),
-            "ttft_mape": err.get("cv_ttft_mape", err.get("ttft_mape")),
-            "ceiling": search.req.ceiling,
-            "basis": "the engine calibration's error (perfscope/serving/engines.toml)"}
+    req = search.req
+    out: dict[str, Any] = {
+        "engine": search.eng.name,
+        "tpot_mape": err.get("cv_tpot_mape", err.get("tpot_mape")),
+        "ttft_mape": err.get("cv_ttft_mape", err.get("ttft_mape")),
+        "ceiling": req.ceiling,
+        "basis": "the engine calibration's error (perfscope/serving/engines.toml)"}
+    if req.calibration is not None:
+        out["calibration"] = {"applied": True, "file": req.calibration_file,
+                              "hardware": req.calibration.hardware}
+    return out

@@ -66,8 +66,23 @@ def schemes(req: RecommendRequest, dropped: dict[str, int]) -> list[Scheme]:
             if why:
                 dropped[why] += 1
                 continue
-            out.append(sch)
+            label = scheme_label(req.hw, sch, req.model)
+            if sch.weight_dtype == "fp8" and not req.hw.has_dtype("fp8"):
+                # the core runs fp8 weight-only here (dequantized to 16-bit math): say so
+                dropped[f"{sch.label}: {req.hw.display_name} has no fp8 tensor cores (fp8 "
+                        f"math needs Hopper or newer); fp8 runs weight-only ({label})"] += 1
+            out.append(dataclasses.replace(sch, label=label))
     return out
+
+
+def scheme_label(hw: HardwareSpec, sch: Scheme, model: ModelSpec | None = None) -> str:
+    """``W<weight bits>A<math bits>-<format>`` as the device runs the scheme: NVFP4 on Hopper
+    and fp8 on Ampere are weight-only (16-bit math)."""
+    prec = resolve_precision(Scenario(weight_dtype=sch.weight_dtype, act_dtype=sch.act_dtype),
+                             hw, model)
+    w = prec.weight.dtype
+    fmt = {"fp4": "nvfp4"}.get(w, w)
+    return f"W{DTYPE_BITS[w]}A{DTYPE_BITS[prec.compute]}-{fmt}"
 
 
 def precision_problem(hw: HardwareSpec, sch: Scheme, kv: str | None = None, *,
@@ -77,9 +92,6 @@ def precision_problem(hw: HardwareSpec, sch: Scheme, kv: str | None = None, *,
         resolve_precision(Scenario(weight_dtype=sch.weight_dtype, act_dtype=sch.act_dtype,
                                    kv_dtype=kv), hw, model)
     except PerfscopeError as e:
-        if sch.weight_dtype == "fp8" and not hw.has_dtype("fp8"):
-            return (f"{sch.label}: {hw.display_name} has no fp8 tensor cores (fp8 math "
-                    "needs Hopper or newer)")
         if kv is not None:
             return str(e).split(";")[0]
         return f"{sch.label}: {e}"

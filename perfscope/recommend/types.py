@@ -60,6 +60,8 @@ class RecommendRequest:
     engine: str | None = None
     ceiling: str = "empirical"
     max_concurrency: int = 1024  # per replica
+    calibration: Any = None  # a perfscope.calibration/1 Calibration pricing every step
+    calibration_file: str | None = None
 
 
 @dataclass(frozen=True)

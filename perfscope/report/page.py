@@ -14,7 +14,7 @@ from perfscope.report import plotly_charts as PC
 from perfscope.report import plotly_roofline as PR
 from perfscope.report.html import Page, cards, esc, kv, plotly_js, table
 from perfscope.report.study import HwStudy, Study, bottleneck, gain_to
-from perfscope.report.summary import DEFINITIONS
+from perfscope.report.summary import DEFINITIONS, LABELS
 
 
 class ReportInput(NamedTuple):
@@ -147,9 +147,12 @@ def summary_cards(h: HwStudy) -> str:
     mem = s.final.memory
     fit_cls = "good" if mem.fits else "bad"
     return cards([
-        ("TTFT (prefill of the batch)", F.seconds(s.ttft_s), f"expected {F.seconds(e.ttft_s)}",
-         ""),
-        ("TPOT (decode step)", F.seconds(s.tpot_s), f"expected {F.seconds(e.tpot_s)}", ""),
+        (LABELS["ttft_s"], F.seconds(s.ttft_s), f"expected {F.seconds(e.ttft_s)}", ""),
+        (LABELS["tpot_s"], F.seconds(s.tpot_s), f"expected {F.seconds(e.tpot_s)}", ""),
+        (LABELS["decode_step_s"], F.seconds(s.decode_step_s),
+         f"expected {F.seconds(e.decode_step_s)}", ""),
+        (LABELS["prefill_step_s"], F.seconds(s.prefill_step_s),
+         f"expected {F.seconds(e.prefill_step_s)}", ""),
         ("output tokens/s per GPU", F.num(s.tokens_per_s_per_gpu),
          f"expected {F.num(e.tokens_per_s_per_gpu)}", ""),
         ("output tokens/s per user", F.num(s.tokens_per_s_per_user),
@@ -177,11 +180,12 @@ def _overview(page: Page, st: Study) -> None:
             page.add(f"<h3>{esc(h.hw.display_name)}</h3>")
         page.add(f'<div class="headline">{headline(h)}</div>')
         page.add(summary_cards(h))
+    engine = st.hws[0].spec.engine if st.hws else "neutral"
     page.add('<p class="muted">Big numbers: spec ceilings (upper-bound speed); "expected": '
              "empirical ceilings (published achieved GEMM and memory rates, kernel overhead). "
-             "TTFT: one prefill of the whole batch's prompts, no queueing. TPOT: one decode "
-             "step at the mean context over the output. Tokens/s per GPU: batch / TPOT / "
-             "GPUs; per user: 1 / TPOT.</p>")
+             f"TTFT, TPOT and tokens/s: perfscope predict, {esc(engine)} engine, "
+             f"{st.batch} requests in flight. {esc(DEFINITIONS['ttft_s'])}. "
+             f"{esc(DEFINITIONS['tpot_s'])}. {esc(DEFINITIONS['decode_step_s'])}.</p>")
 
 
 def _compare(page: Page, st: Study) -> None:
@@ -341,7 +345,8 @@ def _recommendations(page: Page, recs: Sequence[Mapping[str, Any]]) -> None:
 def _definitions(page: Page) -> None:
     page.section("notes", "How to read this report")
     names = {"ttft_s": "TTFT", "tpot_s": "TPOT", "tokens_per_s_per_gpu": "tokens/s per GPU",
-             "tokens_per_s_per_user": "tokens/s per user", "e2e_s": "end to end"}
+             "tokens_per_s_per_user": "tokens/s per user", "e2e_s": "end to end",
+             "prefill_step_s": "prefill step", "decode_step_s": "decode step"}
     items = [(names.get(k, k), v) for k, v in DEFINITIONS.items()]
     items += [("spec ceilings", "published peak FLOP/s and bandwidth: the upper-bound speed"),
               ("empirical ceilings", "published achieved GEMM and memory rates where the "

@@ -11,14 +11,16 @@ from typing import Any
 
 from perfscope.report import fmt as F
 from perfscope.report.study import HwStudy, Study, bottleneck
+from perfscope.report.summary import DEFINITIONS, LABELS
 from perfscope.report.tables import Col, fit_table, lines, t_s, wrap_fields
 
 
 def _metrics(h: HwStudy, width: int) -> Any:
     s, e = h.spec, h.empirical
     rows = [
-        ["TTFT (prefill of the batch)", t_s(s.ttft_s), t_s(e.ttft_s)],
-        ["TPOT (decode step)", t_s(s.tpot_s), t_s(e.tpot_s)],
+        [LABELS["ttft_s"], t_s(s.ttft_s), t_s(e.ttft_s)],
+        [LABELS["tpot_s"], t_s(s.tpot_s), t_s(e.tpot_s)],
+        [LABELS["decode_step_s"], t_s(s.decode_step_s), t_s(e.decode_step_s)],
         ["output tokens/s per GPU", F.num(s.tokens_per_s_per_gpu),
          F.num(e.tokens_per_s_per_gpu)],
         ["output tokens/s per user", F.num(s.tokens_per_s_per_user),
@@ -92,9 +94,10 @@ def summary_renderables(st: Study, width: int, report_path: str | None = None,
     if len(st.hws) > 1:
         out += [Text(""), *lines(["devices compared (spec ceilings; expected in the "
                                   "report):"]), compare_table(st, width)]
-    notes = ["TTFT: one prefill of the whole batch's prompts, no queueing.",
-             "TPOT: one decode step at the mean context over the output.",
-             "tokens/s per GPU: batch / TPOT / GPUs; per user: 1 / TPOT."]
+    engine = st.hws[0].spec.engine if st.hws else "neutral"
+    notes = [f"TTFT, TPOT, tokens/s: perfscope predict ({engine} engine), {st.batch} "
+             "requests in flight.", DEFINITIONS["ttft_s"] + ".", DEFINITIONS["tpot_s"] + ".",
+             DEFINITIONS["decode_step_s"] + "."]
     out.append(Text(""))
     out += lines([w for n in notes for w in wrap_fields(n.split(" "), width, sep=" ")])
     if measured:

@@ -41,6 +41,9 @@ class Study(NamedTuple):
     isl: int
     osl: int
     hws: tuple[HwStudy, ...]
+    engine: str | None = None  # serving engine of the predictions (None: neutral)
+    ttft_target_s: float | None = None  # latency targets for the recommendations
+    tpot_target_s: float | None = None
 
     @property
     def batches(self) -> tuple[int, ...]:
@@ -71,19 +74,20 @@ def first_batch(pred: Callable[[int], bool], hi: int = SEARCH_MAX) -> int | None
 
 
 def study_hw(model: Any, hw: Any, base: Any, *, batch: int, isl: int, osl: int,
-             batches: Sequence[int]) -> HwStudy:
+             batches: Sequence[int], engine: str | None = None) -> HwStudy:
     from perfscope.analysis import analyze
 
-    spec = serving_summary(model, hw, base, batch=batch, isl=isl, osl=osl, ceiling="spec")
-    emp = serving_summary(model, hw, base, batch=batch, isl=isl, osl=osl, ceiling="empirical")
+    def summary(b: int, ceiling: str) -> ServingSummary:
+        return serving_summary(model, hw, base, batch=b, isl=isl, osl=osl, ceiling=ceiling,
+                               engine=engine)
+
+    spec, emp = summary(batch, "spec"), summary(batch, "empirical")
     sweep = []
     for b in sorted(set(batches)):
         if b == batch:
             sweep.append(BatchPoint(b, spec, emp))
             continue
-        sweep.append(BatchPoint(
-            b, serving_summary(model, hw, base, batch=b, isl=isl, osl=osl, ceiling="spec"),
-            serving_summary(model, hw, base, batch=b, isl=isl, osl=osl, ceiling="empirical")))
+        sweep.append(BatchPoint(b, summary(b, "spec"), summary(b, "empirical")))
     dec = spec.decode.scenario
 
     def decode_at(b: int) -> Any:
@@ -128,12 +132,16 @@ def _context_limit(model: Any, hw: Any, fin: Any) -> int | None:
 
 
 def build_study(model: Any, hws: Sequence[Any], base: Any, *, batch: int, isl: int,
-                osl: int, batches: Sequence[int] = DEFAULT_BATCHES) -> Study:
-    """Analyse ``model`` on each of ``hws`` (see the module docstring)."""
+                osl: int, batches: Sequence[int] = DEFAULT_BATCHES, engine: str | None = None,
+                ttft_target_s: float | None = None,
+                tpot_target_s: float | None = None) -> Study:
+    """Analyse ``model`` on each of ``hws`` (see the module docstring); the serving figures
+    are ``perfscope predict``'s for ``engine`` (neutral when None)."""
     sweep = sorted(set(batches) | {batch})
     return Study(model, base, batch, isl, osl,
-                 tuple(study_hw(model, hw, base, batch=batch, isl=isl, osl=osl, batches=sweep)
-                       for hw in hws))
+                 tuple(study_hw(model, hw, base, batch=batch, isl=isl, osl=osl, batches=sweep,
+                                engine=engine)
+                       for hw in hws), engine, ttft_target_s, tpot_target_s)
 
 
 def bottleneck(s: ServingSummary) -> dict[str, Any]:

@@ -19,16 +19,23 @@ Documented defaults (from each engine's own configuration, not fitted):
   (TensorRT-LLM's guaranteed-no-evict scheduler); ``current``: pages are taken as tokens come
   (vLLM, SGLang), so a running sequence holds ``isl + osl / 2`` tokens on average.
 
-Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded):
+Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded). The
+kernel parameters are shared by all engines (the neutral fit: held out, sharing generalised
+better than fitting them per engine); each engine fits its own host overheads:
 - ``flops_efficiency``, ``bandwidth_efficiency``: achieved fraction of the ceilings' compute
-  and HBM roofs by the engine's kernels; ``moe_flops_efficiency`` and
-  ``moe_bandwidth_efficiency`` on top of them for the grouped expert GEMMs of MoE models;
+  and HBM roofs by the kernels; ``moe_flops_efficiency`` and ``moe_bandwidth_efficiency`` on
+  top of them for the grouped expert GEMMs of MoE models;
 - ``kernel_overhead_s``: fixed cost per kernel inside the engine's CUDA graph;
-- ``collective_latency_s``: fixed cost of one small all-reduce with the engine's own kernels
-  (replaces the ring latency of the link spec; bandwidth still from the link);
-- ``step_overhead_s``: host time per scheduler step not hidden behind the GPU;
-- ``ttft_overhead_s``: per request, before the first token reaches the client (HTTP,
-  tokenization, detokenization).
+- ``collective_latency_s``: fixed cost of the engine's own in-node all-reduce kernel (vLLM's
+  and SGLang's custom all-reduce, TensorRT-LLM's one-/two-shot kernels): an all-reduce inside a
+  scale-up domain takes the lesser of NCCL's time (perfscope.collectives) and this latency
+  plus the ring's bytes at the group's bus rate;
+- ``step_overhead_s`` (per engine): host time per scheduler step not hidden behind the GPU;
+- ``ttft_overhead_s`` (per engine): per request, before the first token reaches the client
+  (HTTP, tokenization, detokenization).
+
+The table also records how the calibration's benchmark issued requests (``Benchmark``: the
+closed loop or the empirical cluster law, see perfscope/serving/simulate.py) and why that one.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ FITTED = ("flops_efficiency", "bandwidth_efficiency", "moe_flops_efficiency",
           "kernel_overhead_s", "collective_latency_s", "step_overhead_s", "ttft_overhead_s")
 # physical bounds of the fitted parameters (the calibration stays inside them)
 BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType({
-    "flops_efficiency": (0.2, 1.0), "bandwidth_efficiency": (0.3, 1.0),
+    "flops_efficiency": (0.4, 1.0), "bandwidth_efficiency": (0.5, 1.0),
     "moe_flops_efficiency": (0.05, 1.0),
     "moe_bandwidth_efficiency": (0.15, 1.0), "kernel_overhead_s": (0.0, 20e-6),
     "collective_latency_s": (2e-6, 60e-6), "step_overhead_s": (0.0, 10e-3),
@@ -85,18 +92,57 @@ class EngineParams:
         return replace(self, **kw)
 
 
+BENCHMARK_KINDS = ("closed_loop", "cluster")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """How the serving benchmark issues requests (perfscope.serving.simulate derives TTFT
+    from it). ``closed_loop``: ``c`` clients, each sending its next request when the previous
+    one ends, ``requests_per_client`` requests each (or, with ``total_requests``, that many
+    over the run: ``max(1, total / c)`` each); the first wave arrives at once. ``cluster``: the
+    empirical law the closed loop replaced, prompts arriving in clusters of
+    ``cluster_scale x c ^ cluster_exponent``."""
+
+    kind: str = "closed_loop"
+    requests_per_client: float | None = 1.0
+    total_requests: float | None = None
+    cluster_scale: float = 1.0
+    cluster_exponent: float = 1.0
+
+    def runs(self, concurrency: Any) -> Any:
+        """Requests per client over the run (closed loop), broadcast over ``concurrency``."""
+        import numpy as np
+
+        c = np.asarray(concurrency, dtype=float)
+        if self.total_requests is not None:
+            return np.maximum(1.0, self.total_requests / c)
+        return np.full_like(c, float(self.requests_per_client or 1.0))
+
+    def describe(self) -> str:
+        if self.kind == "cluster":
+            return (f"prompts arrive in clusters of {self.cluster_scale:.3g} x "
+                    f"c^{self.cluster_exponent:.3g}")
+        if self.total_requests is not None:
+            return (f"closed loop, {self.total_requests:.0f} requests per run "
+                    "(first wave at once)")
+        return (f"closed loop, {self.requests_per_client:.3g} requests per client (first "
+                "wave at once)")
+
+
 @dataclass(frozen=True)
 class EngineTable:
     """engines.toml: the engines, the benchmark convention they were fitted under, the fit."""
 
     engines: Mapping[str, EngineParams]
-    # the benchmark's arrival law: prompts arrive in clusters of scale x c ^ exponent
-    cluster_scale: float
-    cluster_exponent: float
+    benchmark: Benchmark  # how the calibration's benchmark issued requests
     fit_date: str
     source: str
     method: str
     file: str
+    rows: int = 0
+    choice: str = ""  # why this benchmark model (held-out errors of the alternatives)
+    comparison: Mapping[str, float] = field(default_factory=dict)
 
 
 def engines_file() -> Path:
@@ -114,11 +160,33 @@ def load_engines(path: str | None = None) -> EngineTable:
     fit = f.table("fit", required=True)
     assert fit is not None
     date, source, method = fit.get("date", str), fit.get("source", str), fit.get("method", str)
-    scale = fit.num("cluster_scale")
-    exponent = fit.num("cluster_exponent")
-    if not 0 < exponent <= 1:
-        raise SpecError(str(p), "fit.cluster_exponent", f"{exponent} is outside (0, 1]", None)
-    fit.get("rows", int, None)
+    rows = fit.get("rows", int, 0)
+    choice = fit.get("choice", str, "")
+    bt = fit.table("benchmark", required=True)
+    assert bt is not None
+    kind = bt.get("kind", str)
+    if kind not in BENCHMARK_KINDS:
+        raise SpecError(str(p), "fit.benchmark.kind", f"unknown {kind!r}",
+                        f"use one of {', '.join(BENCHMARK_KINDS)}")
+    bench = Benchmark(kind, bt.num("requests_per_client", None),
+                      bt.num("total_requests", None), bt.num("cluster_scale", 1.0),
+                      bt.num("cluster_exponent", 1.0))
+    bt.done()
+    if kind == "closed_loop" and (bench.requests_per_client is None) == \
+            (bench.total_requests is None):
+        raise SpecError(str(p), "fit.benchmark", "a closed loop needs requests_per_client or "
+                        "total_requests (one of them)", None)
+    if bench.requests_per_client is not None and bench.requests_per_client < 1:
+        raise SpecError(str(p), "fit.benchmark.requests_per_client",
+                        f"{bench.requests_per_client} is below one request", None)
+    if not 0 < bench.cluster_exponent <= 1:
+        raise SpecError(str(p), "fit.benchmark.cluster_exponent",
+                        f"{bench.cluster_exponent} is outside (0, 1]", None)
+    comparison: dict[str, float] = {}
+    ct = fit.table("comparison")
+    if ct is not None:
+        comparison = {k: float(ct.num(k, positive=False)) for k in ct.keys()}  # noqa: SIM118
+        ct.done()
     fit.done()
     et = f.table("engines", required=True)
     assert et is not None
@@ -166,7 +234,8 @@ def load_engines(path: str | None = None) -> EngineTable:
     if DEFAULT_ENGINE not in engines:
         raise SpecError(str(p), f"engines.{DEFAULT_ENGINE}", "missing",
                         "the neutral default engine must be defined")
-    return EngineTable(MappingProxyType(engines), scale, exponent, date, source, method, str(p))
+    return EngineTable(MappingProxyType(engines), bench, date, source, method, str(p), rows,
+                       choice, MappingProxyType(comparison))
 
 
 def get_engine(name: str | None, table: EngineTable | None = None) -> EngineParams:
@@ -188,9 +257,24 @@ def to_toml(table: EngineTable) -> str:
            "# values by hand).",
            f'schema = "{ENGINES_SCHEMA}"', "", "[fit]", f'date = "{table.fit_date}"',
            f"source = {_q(table.source)}", f"method = {_q(table.method)}",
-           f"cluster_scale = {table.cluster_scale:.4g}   # prompts arrive in clusters of",
-           f"cluster_exponent = {table.cluster_exponent:.4g}   # scale x concurrency^exponent",
-           ""]
+           f"rows = {table.rows}"]
+    if table.choice:
+        out.append(f"choice = {_q(table.choice)}")
+    b = table.benchmark
+    out += ["", "[fit.benchmark]  # how the benchmark issued requests (serving/simulate.py)",
+            f'kind = "{b.kind}"']
+    if b.requests_per_client is not None:
+        out.append(f"requests_per_client = {b.requests_per_client:.4g}")
+    if b.total_requests is not None:
+        out.append(f"total_requests = {b.total_requests:.4g}")
+    if b.kind == "cluster":
+        out += [f"cluster_scale = {b.cluster_scale:.4g}",
+                f"cluster_exponent = {b.cluster_exponent:.4g}"]
+    if table.comparison:
+        out += ["", "[fit.comparison]  # mean absolute % error of each TTFT model, fit and "
+                "held out"]
+        out += [f"{k} = {v:.6g}" for k, v in table.comparison.items()]
+    out.append("")
     for e in table.engines.values():
         out += [f"[engines.{e.name}]", f"display_name = {_q(e.display_name)}"]
         if e.notes:

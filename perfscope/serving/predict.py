@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +19,13 @@ from perfscope.errors import InputError
 from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
 from perfscope.serving.fitting import WeightsDoNotFit, fit_step_model, layout_scenario
 from perfscope.serving.simulate import Served, efficiency, serve
-from perfscope.serving.stepmodel import Efficiency, StepModel, roofs
+from perfscope.serving.stepmodel import IDEAL, Efficiency, StepModel, roofs
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Scenario
+
+if TYPE_CHECKING:
+    from perfscope.calibration import Calibration
 
 SCHEMA = "perfscope.predict/1"
 # the models and devices the shipped calibration saw (uncertainty says when a prediction
@@ -42,6 +45,7 @@ class Layout:
     ep: int = 1
     dp: int = 1
     attn_dp: int = 1
+    moe_comm: str | None = None  # under attention DP; None: the engine's default
 
     @property
     def gpus_per_replica(self) -> int:
@@ -114,6 +118,10 @@ class Prediction:
     uncertainty: dict[str, Any] = field(default_factory=dict)
     decode_ops: tuple[dict[str, Any], ...] = ()
     prefill_ops: tuple[dict[str, Any], ...] = ()
+    ttft_steady_s: float = 0.0
+    calibration: dict[str, Any] | None = None  # the measured calibration applied, if any
+    benchmark: dict[str, Any] = field(default_factory=dict)  # the TTFT model's convention
+    moe_comm: str = "all_to_all"  # dispatch/combine under attention DP
 
     def to_json(self) -> dict[str, Any]:
         return to_json(self)
@@ -138,27 +146,35 @@ def step_model(model: ModelSpec, hw: HardwareSpec, scenario: Scenario,
     return sm
 
 
+# how tokens reach their experts under attention DP when the layout does not say: vLLM's
+# default all2all backend gathers every token and reduce-scatters (--all2all-backend
+# allgather_reducescatter); TensorRT-LLM and SGLang (DeepEP) dispatch all-to-all
+ENGINE_MOE_COMM = {"vllm": "allgather_reducescatter"}
+
+
 def scenario_for(layout: Layout, *, weight_dtype: str | None = None,
                  act_dtype: str | None = None, kv_dtype: str | None = None,
-                 group_size: int | None = None, ceiling: str = "empirical") -> Scenario:
-    if layout.attn_dp > 1 and "attn_dp" not in Scenario.__dataclass_fields__:
-        raise InputError("--attn-dp needs data-parallel attention in the analytic core, which "
-                         "this version lacks; drop --attn-dp")
+                 group_size: int | None = None, ceiling: str = "empirical",
+                 engine: str | None = None) -> Scenario:
+    moe_comm = layout.moe_comm or ENGINE_MOE_COMM.get(engine or "", "all_to_all")
     return layout_scenario(Scenario(), tp=layout.tp, pp=layout.pp, ep=layout.ep,
-                           attn_dp=layout.attn_dp, weight_dtype=weight_dtype,
-                           act_dtype=act_dtype, kv_dtype=kv_dtype, group_size=group_size,
-                           ceiling=ceiling).validate()
+                           attn_dp=layout.attn_dp, moe_comm=moe_comm,
+                           weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
+                           group_size=group_size, ceiling=ceiling).validate()
 
 
 def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Workload, *,
             engine: str | None = None, weight_dtype: str | None = None,
             act_dtype: str | None = None, kv_dtype: str | None = None,
             group_size: int | None = None, ceiling: str = "empirical",
-            table: EngineTable | None = None) -> Prediction:
+            table: EngineTable | None = None, calibration: Calibration | None = None,
+            calibration_file: str | None = None) -> Prediction:
     """Predict serving ``workload`` on ``layout``: TTFT and TPOT as a serving benchmark
     measures them (means over all requests; TTFT with the queueing of prompts that arrive
     together), throughput, memory. Empirical ceilings by default; ``ceiling="spec"`` gives the
-    datasheet roofline (an optimistic bound)."""
+    datasheet roofline (an optimistic bound). ``calibration``: a measured
+    ``perfscope.calibration/1`` prices every step instead of the engine's fitted kernel
+    efficiencies and fixed costs (``perfscope.serving.calibrated``)."""
     layout.validate()
     workload.validate(model)
     if ceiling not in ("spec", "empirical"):
@@ -166,12 +182,26 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
     tab = table or load_engines()
     eng = get_engine(engine, tab)
     sc = scenario_for(layout, weight_dtype=weight_dtype, act_dtype=act_dtype,
-                      kv_dtype=kv_dtype, group_size=group_size, ceiling=ceiling)
+                      kv_dtype=kv_dtype, group_size=group_size, ceiling=ceiling,
+                      engine=eng.name)
     sm = step_model(model, hw, sc)
     eff = efficiency(eng, ceiling)
+    cal_info = None
+    if calibration is not None:
+        from perfscope.serving.calibrated import calibrate
+
+        sm, notes = calibrate(sm, calibration)
+        eff = IDEAL  # the calibration measured the kernels against these very ceilings
+        eng = replace(eng, step_overhead_s=0.0)  # its framework term is the host's time
+        cal_info = {"applied": True, "file": calibration_file,
+                    "hardware": calibration.hardware, "ceiling": calibration.ceiling,
+                    "dtype": calibration.dtype, "created": calibration.created,
+                    "fit_error": dict(calibration.fit_error), "notes": notes,
+                    "replaces": "the engine's kernel efficiencies, fixed kernel, collective "
+                                "and step costs (its scheduler and per-request overhead "
+                                "stay)"}
     c_rep = math.ceil(workload.concurrency / layout.dp)
-    s = serve(sm, eng, c_rep, workload.isl, workload.osl, cluster_scale=tab.cluster_scale,
-              cluster_exponent=tab.cluster_exponent, eff=eff)
+    s = serve(sm, eng, c_rep, workload.isl, workload.osl, bench=tab.benchmark, eff=eff)
     v = {k: float(np.asarray(getattr(s, k))) for k in Served._fields}
     tok_s_replica = v["output_tokens_per_s"]
     return Prediction(
@@ -184,20 +214,30 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
         decode_step_s=v["decode_step_s"], prefill_s=v["prefill_s"], running=int(v["running"]),
         max_concurrency=int(v["max_running"]) * layout.dp,
         weights_per_gpu_bytes=sm.weights_bytes, kv_bytes_per_seq=v["kv_bytes_per_seq"],
-        uncertainty=uncertainty(eng, tab, model, hw, ceiling, v),
+        uncertainty=uncertainty(eng, tab, model, hw, ceiling, v, cal_info),
         decode_ops=op_table(sm, "decode", int(v["running"]),
                             workload.isl + workload.osl / 2 - 1, eff),
-        prefill_ops=op_table(sm, "fill", 1, workload.isl, eff))
+        prefill_ops=op_table(sm, "fill", 1, workload.isl, eff),
+        ttft_steady_s=v["ttft_steady_s"], calibration=cal_info, moe_comm=sc.moe_comm,
+        benchmark={"kind": tab.benchmark.kind,
+                   "requests_per_client": tab.benchmark.requests_per_client,
+                   "total_requests": tab.benchmark.total_requests,
+                   "description": tab.benchmark.describe()})
 
 
 def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: HardwareSpec,
-                ceiling: str, v: dict[str, float]) -> dict[str, Any]:
+                ceiling: str, v: dict[str, float],
+                cal: dict[str, Any] | None = None) -> dict[str, Any]:
     """How far to trust the numbers: the calibration's error for this engine (held-out
     cross-validation where there is one), as a band, and what extrapolates."""
     err = dict(eng.error)
     tp = err.get("cv_tpot_mape", err.get("tpot_mape"))
     tt = err.get("cv_ttft_mape", err.get("ttft_mape"))
     notes = []
+    if cal is not None:
+        notes.append("step times from the measured calibration "
+                     f"{cal['file'] or ''} ({cal['hardware']}); the engine calibration's "
+                     "error band assumes its own fit")
     if ceiling == "spec":
         notes.append("spec ceilings: the datasheet roofline is a bound, not a prediction; the "
                      "calibration error does not apply")
@@ -256,7 +296,7 @@ def to_json(p: Prediction) -> dict[str, Any]:
                      "gpus": lay.gpus,
                      "gpu_link": p.hw.gpu_link.name if p.hw.gpu_link else None},
         "config": {"tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "dp": lay.dp,
-                   "attn_dp": lay.attn_dp, "gpus": lay.gpus,
+                   "attn_dp": lay.attn_dp, "moe_comm": p.moe_comm, "gpus": lay.gpus,
                    "gpus_per_replica": lay.gpus_per_replica, "isl": w.isl, "osl": w.osl,
                    "concurrency": w.concurrency, "weight_dtype": p.weight_dtype,
                    "act_dtype": p.act_dtype, "kv_dtype": p.kv_dtype, "engine": p.engine.name},
@@ -266,7 +306,9 @@ def to_json(p: Prediction) -> dict[str, Any]:
         "memory_per_gpu_bytes": p.memory_per_gpu_bytes, "fits": p.fits,
         "ceiling": p.ceiling, "uncertainty": p.uncertainty,
         # beyond the contract
-        "ttft_burst_s": p.ttft_burst_s, "queue_s": p.queue_s,
+        "ttft_burst_s": p.ttft_burst_s, "ttft_steady_s": p.ttft_steady_s,
+        "queue_s": p.queue_s, "benchmark": p.benchmark,
+        "calibration": p.calibration,
         "decode_step_s": p.decode_step_s, "prefill_s": p.prefill_s,
         "running_per_replica": p.running, "max_concurrency": p.max_concurrency,
         "weights_per_gpu_bytes": p.weights_per_gpu_bytes,

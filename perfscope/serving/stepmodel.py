@@ -5,28 +5,34 @@ costs ~0.1-0.5 ms per step; the serving model and the recommender need thousands
 ``fitting.fit_step_model`` calls ``analyze()`` at a few probe steps and writes every op's FLOPs, HBM
 bytes, KV-cache bytes, activation bytes, dequantization time and comm message size as a linear
 combination of the step features (``features.FeatureSpace``). Those quantities *are* linear in
-the features (flash attention), so the fit is exact: the decode model reproduces ``analyze()``
-to rounding, which ``fit_step_model`` checks on a step it did not fit, and tests check at random
-steps. Step time is then, as in ``perfscope.roofline``, per op
+the features (flash attention; the busiest EP rank's expert load and the attention-DP token
+counts are features themselves), so the fit is exact, which ``fit_step_model`` checks on a
+step it did not fit, and tests check at random steps. Step time is then, as in
+``perfscope.roofline``, per op
 
     max(FLOPs / peak, bytes / bandwidth) + fixed kernel cost + dequantization   (compute ops)
-    the link's latency-bandwidth time of the message                            (comm ops)
+    perfscope.collectives' NCCL model at the op's message size                  (comm ops)
 
-times the op's count, summed. Two models per configuration: ``decode`` (one new token per
-sequence) and ``fill`` (prefill from an empty cache and chunked prefill over a cached prefix).
-A mixed step (a prefill chunk riding along with decodes, as vLLM and TensorRT-LLM schedule
-them) runs each token-wise op once over all its tokens and each attention kernel per part.
+times the op's count, summed. The collective time is piecewise in the message size (NCCL's
+protocol and algorithm choice), so it is read from ``tables.comm_table`` (the core's function
+tabulated at whole bytes, exact there). Two models per configuration: ``decode`` (one new token
+per sequence) and ``fill`` (prefill from an empty cache and chunked prefill over a cached
+prefix). A mixed step (a prefill chunk riding along with decodes, as vLLM and TensorRT-LLM
+schedule them) runs each token-wise op once over all its tokens and each attention kernel per
+part.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from perfscope.errors import PerfscopeError
-from perfscope.serving.features import FeatureSpace, experts_touched
+from perfscope.serving.features import FeatureSpace, Parts
+from perfscope.serving.tables import CommTable
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.scenario import Scenario
@@ -43,8 +49,10 @@ class Efficiency(NamedTuple):
     """How close an engine's kernels come to the ceilings (1 = at the roofline).
 
     ``kernel_overhead_s`` replaces the fixed per-kernel cost of the ceilings when not None;
-    ``collective_latency_s`` the fixed (latency) part of each all-reduce: engines run their
-    own one-shot kernels for the small messages of decode."""
+    ``collective_latency_s``, when not None, is the fixed cost of the engine's own all-reduce
+    kernel inside a node (vLLM's and SGLang's custom all-reduce, TensorRT-LLM's one-/two-shot
+    kernels): an all-reduce then takes the lesser of NCCL's time and that latency plus the
+    ring's bytes at the group's bus rate."""
 
     flops: float = 1.0
     bandwidth: float = 1.0
@@ -57,25 +65,14 @@ class Efficiency(NamedTuple):
 IDEAL = Efficiency()
 
 
-class CommCurve(NamedTuple):
-    """Time of a collective as a function of its message size (bytes per rank).
+class CalibrationArrays(NamedTuple):
+    """A ``perfscope.calibration/1`` file resolved against one phase's ops."""
 
-    Exact when the link model is affine in the message (``slope`` set); otherwise a table on a
-    log grid, interpolated linearly in log-log (``xs``, ``ys``)."""
-
-    base_s: float
-    slope_s_per_byte: float | None
-    xs: tuple[float, ...] = ()
-    ys: tuple[float, ...] = ()
-
-    def __call__(self, msg: np.ndarray, base_s: float | None = None) -> np.ndarray:
-        """Time of messages ``msg``; ``base_s`` replaces the fixed part (affine curves)."""
-        if self.slope_s_per_byte is not None:
-            b = self.base_s if base_s is None else base_s
-            return np.where(msg > 0, b + self.slope_s_per_byte * msg, 0.0)
-        lx, ly = np.log(self.xs), np.log(self.ys)
-        m = np.maximum(msg, self.xs[0])
-        return np.where(msg > 0, np.exp(np.interp(np.log(m), lx, ly)), 0.0)
+    scale: np.ndarray  # (ops,) the kind's scale on the roofline time (comm, missing: 1)
+    fixed_s: np.ndarray  # (ops,) the kind's fixed cost x framework calls per instance
+    instances: np.ndarray  # (ops,) 1 for compute ops (the framework term counts them)
+    fw_scale: float
+    fw_fixed_s: float
 
 
 class PhaseModel(NamedTuple):
@@ -97,8 +94,20 @@ class PhaseModel(NamedTuple):
     peak: np.ndarray  # FLOP/s ceiling of each op (inf for comm)
     bw: np.ndarray  # bytes/s ceiling (inf for comm)
     msg: np.ndarray  # comm message bytes per rank
-    curves: tuple[CommCurve | None, ...]
+    tables: tuple[CommTable | None, ...]  # comm ops: the collective's time over its bytes
     collectives: tuple[str | None, ...]  # all_reduce, all_gather, p2p (comm ops)
+    # comm ops sharing a table and a message (the attention and MLP all-reduces): (first op,
+    # all of them), timed once
+    comm_groups: tuple[tuple[int, np.ndarray], ...] = ()
+    # (F, 5 x ops): flops, hbm, kv, deq_s and msg side by side, so one matrix product prices
+    # them all (benchmarks/bench_recommend.py: about twice as fast as five)
+    stacked: np.ndarray | None = None
+
+
+def stack(pm: PhaseModel) -> PhaseModel:
+    """``pm`` with its coefficient matrices stacked for ``op_times``."""
+    return pm._replace(stacked=np.ascontiguousarray(
+        np.concatenate([pm.flops, pm.hbm, pm.kv, pm.deq_s, pm.msg]).T))
 
 
 def roofs(pm: PhaseModel, eff: Efficiency) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +137,11 @@ class StepModel:
     act_bytes_per_token: float  # residual stream kept live beside the largest op
     gpus: int  # GPUs of one replica (tp x pp x attention-DP)
     attn_dp: int
+    # a measured calibration applied on top of the roofline, per phase (serving.calibrated)
+    calibration: Mapping[str, CalibrationArrays] | None = None
+    # per (phase, op mask): the restricted phase model (not copied by dataclasses.replace)
+    _subsets: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                       compare=False)
 
     # ---- time -----------------------------------------------------------------------------
     def kv_scale(self, kv_bits: Any) -> np.ndarray | float:
@@ -142,37 +156,74 @@ class StepModel:
         ``kv_bits``: the KV-cache dtype's bits, a number or an array broadcasting against
         ``phi``'s leading axes (several KV dtypes in one call)."""
         scale = self.kv_scale(kv_bits)
-        flops = phi @ pm.flops.T
-        nbytes = phi @ pm.hbm.T
+        n = len(pm.names)
+        if pm.stacked is None:
+            pm = stack(pm)
+        assert pm.stacked is not None
+        q = phi @ pm.stacked
+        flops, nbytes, kv = q[..., :n], q[..., n:2 * n], q[..., 2 * n:3 * n]
         if isinstance(scale, np.ndarray):
-            nbytes = nbytes + scale[..., None] * (phi @ pm.kv.T)
+            nbytes = nbytes + scale[..., None] * kv
         elif scale == 1.0:
-            nbytes = nbytes + phi @ pm.kv.T
+            nbytes = nbytes + kv
         else:
-            nbytes = nbytes + scale * (phi @ pm.kv.T)
+            nbytes = nbytes + scale * kv
         peak, bw = roofs(pm, eff)
         fixed = pm.fixed_s if eff.kernel_overhead_s is None else \
             np.where(pm.link, 0.0, eff.kernel_overhead_s)
-        t = np.maximum(flops / peak, nbytes / bw) + fixed + phi @ pm.deq_s.T
+        t = np.maximum(flops / peak, nbytes / bw)
+        t += fixed
+        t += q[..., 3 * n:4 * n]
         if pm.link.any():
-            msg = phi @ pm.msg.T
-            for i in np.flatnonzero(pm.link):
-                curve = pm.curves[i]
-                assert curve is not None
-                base = eff.collective_latency_s if pm.collectives[i] == "all_reduce" else None
-                t[..., i] = curve(msg[..., i], base)
+            msg = q[..., 4 * n:]
+            for i, same in pm.comm_groups:  # ops with one table and one message: once
+                t[..., same] = comm_time(pm, i, msg[..., i], eff)[..., None]
         return t
 
     def time(self, pm: PhaseModel, phi: np.ndarray, eff: Efficiency = IDEAL,
              kv_bits: Any = None, mask: np.ndarray | None = None) -> np.ndarray:
-        """Step time (s): sum over ops of count x time; ``mask`` (ops,) keeps a subset."""
-        w = pm.instances if mask is None else pm.instances * mask
-        return self.op_times(pm, phi, eff, kv_bits) @ w
+        """Step time (s): sum over ops of count x time; ``mask`` (ops,) keeps a subset.
+        With a calibration: each op's calibrated time plus the framework's per-step term
+        (``perfscope.calibration.calibrated_times``, vectorised)."""
+        cal = self.calibration.get(pm.phase) if self.calibration else None
+        if mask is not None:  # price only the ops kept (mixed steps split the op list)
+            pm, cal = self._subset(pm, cal, mask)
+        w = pm.instances
+        t = self.op_times(pm, phi, eff, kv_bits)
+        if cal is None:
+            return t @ w
+        # per instance: scale x roofline time + fixed x calls; framework: scale x the step's
+        # roofline time + fixed x op instances (comm ops keep their time, count no instance)
+        step = t @ w
+        return (t * cal.scale + cal.fixed_s) @ w + cal.fw_scale * step + \
+            cal.fw_fixed_s * (w @ cal.instances)
+
+    def _subset(self, pm: PhaseModel, cal: CalibrationArrays | None, mask: np.ndarray
+                ) -> tuple[PhaseModel, CalibrationArrays | None]:
+        """``pm`` (and its calibration) restricted to the ops ``mask`` keeps, memoised."""
+        key = (pm.phase, mask.tobytes())
+        hit = self._subsets.get(key)
+        if hit is None:
+            keep = np.flatnonzero(mask)
+            arrays = {f: getattr(pm, f)[keep] for f in
+                      ("instances", "link", "expert", "flops", "hbm", "kv", "io", "deq_s",
+                       "fixed_s", "peak", "bw", "msg")}
+            names = tuple(pm.names[i] for i in keep)
+            tables = tuple(pm.tables[i] for i in keep)
+            sub = pm._replace(names=names, kinds=tuple(pm.kinds[i] for i in keep),
+                              units=tuple(pm.units[i] for i in keep), tables=tables,
+                              collectives=tuple(pm.collectives[i] for i in keep),
+                              comm_groups=comm_groups(arrays["link"], tables, arrays["msg"]),
+                              **arrays)
+            sub_cal = None if cal is None else cal._replace(
+                scale=cal.scale[keep], fixed_s=cal.fixed_s[keep],
+                instances=cal.instances[keep])
+            hit = self._subsets[key] = (stack(sub), sub_cal)
+        return hit
 
     def decode_features(self, seqs: Any, context: Any) -> np.ndarray:
-        """Decode: ``seqs`` sequences, each with ``context`` tokens cached before the step.
-        With data-parallel attention the fit holds where ``seqs`` is a multiple of attn_dp
-        (each group then attends over seqs / attn_dp); callers round up to one."""
+        """Decode: ``seqs`` sequences, each with ``context`` tokens cached before the step
+        (under attention DP, the busiest group runs ceil(seqs / attn_dp) of them)."""
         return self.fs.build(seqs, 1, context)
 
     def fill_features(self, seqs: Any, new: Any, cached_before: Any) -> np.ndarray:
@@ -202,23 +253,26 @@ class StepModel:
             *(np.asarray(x, dtype=float) for x in (dec_seqs, dec_context, fill_seqs, fill_new,
                                                     fill_cached)))
         shared, dec_only, fill_only = self._split()
-        phi_f = self.fill_features(f_seqs, f_new, f_c0)
-        tokens = d_seqs + f_seqs * f_new
-        # shared ops see every sequence and token of the step (and one MoE pass over all of
-        # them); their other columns are those of the prefill part, where they have no weight
-        phi_s = phi_f.copy()
-        phi_s[..., 1] = d_seqs + f_seqs
-        phi_s[..., 2] = tokens
-        if self.fs.moe is not None:
-            phi_s[..., -1] = experts_touched(*self.fs.moe, tokens)
-        t = self.time(self.fill, phi_s, eff, kv_bits, shared)
-        t = t + np.where(f_seqs > 0, self.time(self.fill, phi_f, eff, kv_bits, fill_only), 0.0)
+        fs = self.fs
+        pf = fs.parts(f_seqs, f_new, f_c0)
+        # shared ops see every sequence and token of the step (the busiest attention group:
+        # its share of the decodes and of the prompts) and one MoE pass over all of them;
+        # their other columns are those of the prefill part, where they have no weight
+        dg = fs.group_seqs(d_seqs)
+        ps = Parts(dg + pf.seqs, dg + pf.tokens, pf.fresh, pf.keys, pf.read,
+                   d_seqs + f_seqs * f_new)
+        t = self.time(self.fill, fs.assemble(ps), eff, kv_bits, shared)
+        t = t + np.where(f_seqs > 0, self.time(self.fill, fs.assemble(pf), eff, kv_bits,
+                                               fill_only), 0.0)
         t = t + np.where(d_seqs > 0, self.time(self.decode, self.decode_features(d_seqs, d_ctx),
                                                eff, kv_bits, dec_only), 0.0)
         return t
 
     def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks over the fill ops (shared, fill-only) and the decode ops (decode-only)."""
+        hit = self._subsets.get("split")
+        if hit is not None:
+            return hit
         dnames = set(self.decode.names)
         fnames = set(self.fill.names)
         shared = np.array([n in dnames and k != "attention"
@@ -227,13 +281,15 @@ class StepModel:
         dec_only = np.array([n not in fnames or k == "attention"
                              for n, k in zip(self.decode.names, self.decode.kinds, strict=True)],
                             float)
+        self._subsets["split"] = (shared, dec_only, fill_only)
         return shared, dec_only, fill_only
 
     # ---- memory ---------------------------------------------------------------------------
     def kv_bytes_per_seq(self, tokens: Any, kv_bits: Any = None,
                          block: int = 1) -> np.ndarray:
-        """KV-cache bytes per GPU of one sequence holding ``tokens`` tokens, allocated in
-        pages of ``block`` tokens (vLLM's default 16): ceil(tokens / block) x block."""
+        """KV-cache bytes of one sequence holding ``tokens`` tokens on each GPU of its
+        attention group, allocated in pages of ``block`` tokens (vLLM's default 16):
+        ceil(tokens / block) x block."""
         t = np.asarray(tokens, dtype=float)
         if block > 1:
             t = np.ceil(t / block) * block
@@ -245,3 +301,37 @@ class StepModel:
         phi = self.fill_features(1, t, 0)
         io = phi @ self.fill.io.T
         return io.max(axis=-1) + self.act_bytes_per_token * t
+
+
+def comm_time(pm: PhaseModel, i: int, msg: np.ndarray, eff: Efficiency = IDEAL) -> np.ndarray:
+    """Time of one instance of comm op ``i`` at message sizes ``msg`` (bytes per rank)."""
+    table = pm.tables[i]
+    assert table is not None
+    t = table(msg)
+    lat = eff.collective_latency_s
+    if lat is not None and pm.collectives[i] == "all_reduce" and table.one_node:
+        p = table.ranks
+        own = lat + 2 * (p - 1) / p * msg / table.bus_bytes_s
+        t = np.where(msg > 0, np.minimum(t, own), 0.0)
+    return t
+
+
+def phase_time(pm: PhaseModel, phi: np.ndarray, eff: Efficiency = IDEAL) -> np.ndarray:
+    """Step time of ``pm`` at features ``phi`` on the ceilings alone (no KV rescale): the
+    quantity ``fit_step_model`` compares with analyze() on its probes."""
+    flops = phi @ pm.flops.T
+    nbytes = phi @ (pm.hbm + pm.kv).T
+    t = np.maximum(flops / pm.peak, nbytes / pm.bw) + pm.fixed_s + phi @ pm.deq_s.T
+    msg = phi @ pm.msg.T
+    for i in np.flatnonzero(pm.link):
+        t[..., i] = comm_time(pm, int(i), msg[..., i], eff)
+    return t @ pm.instances
+
+
+def comm_groups(link: np.ndarray, tables: tuple[CommTable | None, ...],
+                msg: np.ndarray) -> tuple[tuple[int, np.ndarray], ...]:
+    """Group the comm ops whose table and message coefficients coincide."""
+    groups: dict[tuple, list[int]] = {}
+    for i in np.flatnonzero(link):
+        groups.setdefault((id(tables[i]), msg[i].tobytes()), []).append(int(i))
+    return tuple((ix[0], np.array(ix)) for ix in groups.values())
