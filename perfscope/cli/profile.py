@@ -56,6 +56,7 @@ class ProfileArgs:
     sections: str = "ceilings,ops"  # what a local measurement runs
     quick: bool = True
     measure_given: bool = False  # --measure/--no-measure given explicitly
+    torch_profiles: tuple[Path, ...] = ()  # perfscope.profile/1 documents to include
     # default branch: the serving engine of the predictions, latency targets of the advice
     engine: str = "neutral"
     ttft: float | None = None  # seconds
@@ -128,7 +129,11 @@ def profile_cmd(
                                                "taken on a GPU); skips measuring here unless "
                                                "--measure is given.")] = None,
     sections: Annotated[str, typer.Option("--measure-sections", help="What to measure here: "
-                                          "ceilings,ops,kernels,comm.")] = "ceilings,ops",
+                                          "ceilings,ops,kernels,comm,torch (torch: the model, "
+                                          "2 layers, under torch.profiler).")] = "ceilings,ops",
+    torch_profile: Annotated[list[Path] | None, typer.Option(
+        "--torch-profile", help="Include a `perfscope profile --torch-model --format json` "
+                                "result (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick/--full", help="Quick measurement (default) "
                                         "or the full sweeps.")] = True,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU: torch threads for "
@@ -170,6 +175,7 @@ def profile_cmd(
                        kv_dtype=kv_dtype, group_size=group_size, tp=tp, pp=pp, ep=ep,
                        attn_dp=attn_dp, attention=attention, reserve=reserve, bench=bench,
                        sections=sections, quick=quick, measure_given=_given(ctx, "measure"),
+                       torch_profiles=tuple(torch_profile or ()),
                        context_len=context_len, phases=phases, dtype=dtype,
                        attn_impl=attn_impl, warmup=warmup, repeat=repeat,
                        calibration=calibration, calibration_out=calibration_out,

@@ -30,7 +30,10 @@ from perfscope.cli.profile import ProfileArgs
 from perfscope.errors import InputError
 
 FORMATS = ("html", "table", "json", "csv")
-SECTIONS = ("ceilings", "ops", "kernels", "comm")
+SECTIONS = ("ceilings", "ops", "kernels", "comm", "torch")
+# the torch section: the model itself (its first layers, from its config with random weights)
+# under torch.profiler on this machine, beside the analytic ops
+TORCH_LAYERS, TORCH_PROMPT = 2, 128
 REPORTS_DIR = Path("reports")
 
 
@@ -212,11 +215,18 @@ def run(args: ProfileArgs) -> None:
     elif path is not None and not path.parent.is_dir():
         raise InputError(f"--output {path}: the folder {path.parent} does not exist; create "
                          "it first or choose another path")
-    if measure:
+    bench_sections = [s for s in sections if s != "torch"] if measure else []
+    torch_here = measure and "torch" in sections
+    if bench_sections:
         _check_torch()
+    if torch_here:
+        from perfscope.measure.torchprof.profile import check_torch
+
+        check_torch(transformers=True)
     imported = None
     if args.bench is not None:
         imported = _read_bench(args.bench)
+    torch_docs = [_read_torch_profile(p) for p in args.torch_profiles]
 
     from perfscope.serving.engines import get_engine
 
@@ -228,16 +238,47 @@ def run(args: ProfileArgs) -> None:
                         osl=args.osl, batches=batches, engine=engine,
                         ttft_target_s=args.ttft, tpot_target_s=args.tpot)
     measured = imported
-    if measure:
-        log(f"perfscope profile: measuring this machine ({', '.join(sections)} of "
+    if bench_sections:
+        log(f"perfscope profile: measuring this machine ({', '.join(bench_sections)} of "
             f"{model.name}, {'quick' if args.quick else 'full'}); --no-measure skips this")
-        measured = measure_local(sections, quick=args.quick, device=args.device,
+        measured = measure_local(bench_sections, quick=args.quick, device=args.device,
                                  threads=args.threads, model=args.model)
+    if torch_here:
+        torch_docs.append(profile_torch_here(args.model, device=args.device,
+                                             threads=args.threads))
     command = shlex.join(["perfscope", *sys.argv[1:]])
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     versions = _versions(measured)
     _output(fmt, study, path, measured, command, created, versions,
-            default_folder=args.output is None)
+            default_folder=args.output is None, torch_docs=torch_docs)
+
+
+def profile_torch_here(model: str, *, device: str | None, threads: int | None
+                       ) -> dict[str, Any]:
+    """The model's first layers under torch.profiler on this machine: a
+    ``perfscope.profile/1`` document (perfscope profile --torch-model's JSON)."""
+    from perfscope.measure.torchprof.profile import ProfileOptions, profile_transformers
+
+    log(f"perfscope profile: profiling {model} ({TORCH_LAYERS} layers, prompt "
+        f"{TORCH_PROMPT}, prefill and decode) under torch.profiler")
+    opts = ProfileOptions(device=device, layers=TORCH_LAYERS, seq_len=TORCH_PROMPT,
+                          threads=threads, warmup=1, repeat=3)
+    return profile_transformers(model, opts).to_json()
+
+
+def _read_torch_profile(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--torch-profile {path}: file does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"--torch-profile {path}: not a JSON file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "perfscope.profile/1":
+        raise InputError(f"--torch-profile {path}: not a perfscope.profile/1 document; write "
+                         "one with `perfscope profile --torch-model --format json -o FILE`")
+    return doc
 
 
 def _read_bench(path: Path) -> dict[str, Any]:
@@ -257,14 +298,17 @@ def _read_bench(path: Path) -> dict[str, Any]:
 
 def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | None,
             command: str, created: str, versions: dict[str, str], *,
-            default_folder: bool) -> None:
+            default_folder: bool, torch_docs: Sequence[dict[str, Any]] = ()) -> None:
     from perfscope.report.profile_text import summary_renderables
 
     if fmt == "json":
         from perfscope.report.profile_doc import report_document
 
-        text = to_json_text(report_document(study, created=created, command=command,
-                                             versions=versions, measured=measured))
+        doc = report_document(study, created=created, command=command, versions=versions,
+                              measured=measured)
+        if torch_docs:
+            doc["torch_profiles"] = list(torch_docs)
+        text = to_json_text(doc)
         _emit(text, path)
         return
     if fmt == "csv":
@@ -287,7 +331,8 @@ def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | 
 
     assert path is not None
     html = render_report(ReportInput(study, command, created, versions, measured,
-                                     recommendations(study), pareto_figure(study)))
+                                     recommendations(study), pareto_figure(study),
+                                     torch_profiles=tuple(torch_docs)))
     # reports/ is ours to create; a folder named with -o must already exist
     write(path, html, what="--output", make_parents=default_folder)
     width = out_width(None)

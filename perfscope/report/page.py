@@ -27,6 +27,7 @@ class ReportInput(NamedTuple):
     #                                                             expected_gain
     pareto: Mapping[str, Any] | None = None  # plotly figure (dict) of the Pareto front
     notes: Sequence[str] = ()
+    torch_profiles: Sequence[Mapping[str, Any]] = ()  # perfscope.profile/1 documents
 
 
 def render_report(inp: ReportInput, js: str | None = None) -> str:
@@ -45,6 +46,13 @@ def render_report(inp: ReportInput, js: str | None = None) -> str:
         from perfscope.report.page_measured import measured_sections
 
         measured_sections(page, inp.measured)
+    if inp.torch_profiles:
+        from perfscope.report.torchprof_section import torchprof_section_html
+
+        page.toc.append(("torch-profile", "Where the time went"))
+        for i, doc in enumerate(inp.torch_profiles):
+            page.add(f'<div id="torch-profile{"" if i == 0 else i}">'
+                     f"{torchprof_section_html(doc, f'perfscope-torchprof{i}')}</div>")
     if inp.recommendations:
         _recommendations(page, inp.recommendations)
     if inp.pareto:

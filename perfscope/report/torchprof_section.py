@@ -69,8 +69,10 @@ def _table(ph: Mapping[str, Any], ops: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
-def torchprof_section_html(profile: Mapping[str, Any]) -> str:
-    """The HTML fragment of one ``perfscope.profile/1`` result (plotly.js not included)."""
+def torchprof_section_html(profile: Mapping[str, Any],
+                           id_prefix: str = "perfscope-torchprof") -> str:
+    """The HTML fragment of one ``perfscope.profile/1`` result (plotly.js not included);
+    ``id_prefix`` keeps the chart ids of several such sections on one page apart."""
     if profile.get("schema") != SCHEMA:
         raise ValueError(f"expected a {SCHEMA} result, got {profile.get('schema')!r}")
     m, hw, dev = profile.get("model", {}), profile.get("hardware", {}), profile.get("device", {})
@@ -94,7 +96,7 @@ def torchprof_section_html(profile: Mapping[str, Any]) -> str:
         if ph.get("calibrated_time_s") is not None:
             head += f", calibrated {_t(ph['calibrated_time_s'])}"
         parts.append(f"<h3>{_e(head)}</h3>")
-        parts.append(_figure(name, mine, f"perfscope-torchprof-{i}"))
+        parts.append(_figure(name, mine, f"{id_prefix}-{i}"))
         eff = ph.get("efficiency_by_kind") or {}
         if eff:
             parts.append("<p>Roofline efficiency by kind: " + _e(", ".join(
