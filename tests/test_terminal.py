@@ -96,7 +96,7 @@ def test_rows_by_share_with_subtotals_by_kind():
             columns=200)
     rows = []
     text = r.stdout.splitlines()
-    start = next(i for i, ln in enumerate(text) if set(ln.strip()) == {"─"})
+    start = next(i for i, ln in enumerate(text) if set(ln.strip()) == {"-"})
     end = next(i for i, ln in enumerate(text) if ln.startswith(("TPOT", "TTFT")))
     for line in text[start + 1:end]:
         m = re.match(r"^(\s*)(\S+).*?\s(\d+\.\d)%", line)

@@ -61,11 +61,12 @@ def _table(title: str, cols: list[tuple[str, str]], caption: str | None = None) 
     """Left-justified columns hold names and shapes and may fold; right-justified ones hold
     numbers with units and never wrap, nor does the first (the name): the shapes fold first
     (no vertical rules: 80 columns go to the data)."""
-    from rich import box
     from rich.table import Table
 
+    from perfscope.report.tables import head_rule_box
+
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False)
+              box=head_rule_box(), pad_edge=False)
     for i, (name, justify) in enumerate(cols):  # the name column shrinks last
         t.add_column(name, justify=justify, overflow="fold",  # type: ignore[arg-type]
                      no_wrap=justify == "right" or i == 0)

@@ -58,17 +58,25 @@ def _measure(table: Any) -> int:
     return Measurement.get(con, con.options, table).maximum
 
 
+def head_rule_box() -> Any:
+    """rich's SIMPLE_HEAD drawn in ASCII: a dashed rule under the header and nothing else, so
+    every character of a table is one byte wide in pipes, files and byte-counting tools."""
+    from rich.box import Box
+
+    return Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+
+
 def fit_table(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int,
               styles: Sequence[str | None] | None = None, header: bool = True) -> Any:
     """A rich Table of ``rows`` with the columns that fit in ``width``. Cells may be str or
     rich Text; every cell is kept on one line."""
-    from rich import box
     from rich.table import Table
 
     keep = list(range(len(cols)))
+    rule = head_rule_box()
 
     def build(idx: list[int]) -> Any:
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False,
+        t = Table(box=rule, pad_edge=False, padding=(0, 1), show_edge=False,
                   collapse_padding=True, show_header=header)
         for i in idx:
             c = cols[i]
