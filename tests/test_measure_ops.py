@@ -253,12 +253,14 @@ def test_decode_gemm_flops_rise_with_batch(hw):
     base = M.make_case(gemm_op(1, 2048, 2048, "fp32"), device="cpu", phase="decode",
                        target_s=None, flops_per_s=1e11, bytes_per_s=2e10)
     rates = {}
-    for c in M.decode_sweep(base, (1, 8, 64)):
-        p = O.time_case(c, "cpu", budget_s=0.15, hw=hw, ceiling="spec")
-        rates[c.sweep_batch] = p.achieved_flops_per_s
-        # fp32 intensity ~ m/2 FLOP/B against a ridge of 5: memory-bound below m = 10
-        assert p.extra["bound"] == ("memory" if c.sweep_batch < 10 else "compute")
-    set_cpu_threads(before)
+    try:
+        for c in M.decode_sweep(base, (1, 8, 64)):
+            p = O.time_case(c, "cpu", budget_s=0.15, hw=hw, ceiling="spec")
+            rates[c.sweep_batch] = p.achieved_flops_per_s
+            # fp32 intensity ~ m/2 FLOP/B against a ridge of 5: memory-bound below m = 10
+            assert p.extra["bound"] == ("memory" if c.sweep_batch < 10 else "compute")
+    finally:
+        set_cpu_threads(before)
     assert rates[1] < rates[8] < rates[64]
 
 

@@ -175,7 +175,10 @@ def test_run_regress_directories_end_to_end(tmp_path: Path) -> None:
     assert doc["verdict"] == "regression" and doc["exit_code"] == 1
     (b,) = doc["benchmarks"]
     assert b["name"] == "work" and b["verdict"] == "regression"
-    assert 1.3 < b["ratio"] < 3.0 and b["ci_low"] > 1.05
+    # 2x the additions; the bounds are loose on purpose: CPU time on a shared 2-core machine
+    # still moves with what the sibling hyperthread runs (CI once read 3.4x), and this test is
+    # about the plumbing and the verdict's direction, not the clock's precision
+    assert 1.3 < b["ratio"] < 8.0 and b["ci_low"] > 1.05
     assert doc["baseline"]["kind"] == doc["candidate"]["kind"] == "dir"
     # the reverse is an improvement
     doc = run_regress(Request(baseline=str(cand), candidate=str(base), suite=suite,
