@@ -346,3 +346,38 @@ def test_quick_checks_two_input_sets_per_op(hw):
     p = O.time_case(_case(row_op("attn.residual", "elementwise", {"op": "add"}, n_in=2)),
                     "cpu", budget_s=0.01, warmup_s=0.0, flush_l2=False)
     assert p.extra["checked_sets"] == 4  # every input set of a CPU run
+
+
+def test_expert_parallel_collectives_are_left_to_bench_comm():
+    """DeepSeek-V3 under attention DP dispatches tokens to their experts and combines them
+    back (all-to-all): comm ops, timed by `perfscope bench comm`, a stated skip here."""
+    from perfscope.api import Scenario, analyze, load_hw, load_model
+
+    a = analyze(load_model("deepseek-v3"), load_hw("h200-sxm"),
+                Scenario(phase="decode", batch=8, seq_len=16, context_len=64, ep=8,
+                         attn_dp=8, weight_dtype="fp8"))
+    comm = [o for o in a.graph.ops if o.kind == "comm"]
+    assert {o.name for o in comm} == {"ep.dispatch", "ep.combine"}
+    assert all(o.impl["collective"] == "all_to_all" for o in comm)
+    skipped: list[str] = []
+    cases = M.plan_cases({"decode": M.annotate(a.graph.ops)}, device="cpu", quick=True,
+                         flops_per_s=1e11, bytes_per_s=2e10, skipped=skipped)
+    assert not any(c.op.kind == "comm" for c in cases)
+    for name in ("ep.dispatch", "ep.combine"):
+        assert f"op {name} (decode): comm op, timed by `perfscope bench comm`; skipped here" \
+            in skipped
+
+
+def test_fp4_gemm_converts_with_fractional_bytes():
+    # NVFP4 W4A4 GEMM 8 x 64 x 32: X is 4 bits + an fp8 scale per 16 = 4.5 bits an element
+    x_bytes = 8 * 32 * 4.5 / 8
+    op = Op("mlp.down_proj", "gemm", 0, 1, 2.0 * 8 * 64 * 32, weight_bytes=64 * 32 * 4.5 / 8,
+            act_in_bytes=x_bytes, act_out_bytes=8 * 64 * 2, dtype="fp4",
+            shape={"m": 8, "n": 64, "k": 32}, impl=GEMM)
+    c = M.convert_dtype(op, "fp32")  # 8 rows recovered from the 4.5-bit input bytes
+    assert (c.weight_bytes, c.act_in_bytes, c.act_out_bytes) == \
+        (64 * 32 * 4, 8 * 32 * 4, 8 * 64 * 4)
+    case = M.make_case(row_op("mlp.act", "elementwise", {"activation": "silu", "gated": False},
+                              dt="fp4"), device="cpu", target_s=None, flops_per_s=1,
+                       bytes_per_s=1, have=["fp32"])
+    assert case.op.dtype == "fp32" and "no fp4 elementwise kernel" in case.dtype_note

@@ -14,13 +14,13 @@ elements in the run dtype).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from perfscope.analytic.ops import Op
 from perfscope.measure.dtypes import supported_dtypes
-from perfscope.units import DTYPE_BITS
+from perfscope.units import DTYPE_BITS, QUANTIZED, gemm_input_bits
 
 TARGET_CALL_S = 0.05  # CPU: scale shapes so one call is estimated under this
 TARGET_CALL_S_QUICK = 0.02  # the same in quick mode
@@ -59,6 +59,36 @@ class OpCase:
             (f" b={self.sweep_batch}" if self.sweep_batch else "")
 
 
+# ---- what a runner needs from the rest of the graph ----------------------------------------
+
+QUANT_INPUTS = ("int8", "fp8", "fp4")  # GEMM input dtypes an activation is quantized to
+REPEAT_KV_LAYOUT = ("batch", "kv_heads", "head_dim_qk", "head_dim_v")
+
+
+def annotate(ops: Sequence[Op]) -> tuple[Op, ...]:
+    """A graph's ops with what their runners need from other ops added to ``impl``:
+
+    - ``quant_dtype`` on ops that quantize their output for a GEMM (``quant_out``, or a
+      ``quant_per_token`` op): the input dtype of the graph's quantized GEMMs;
+    - eager repeat_kv's K/V layout (REPEAT_KV_LAYOUT) from the scores GEMM it feeds (same
+      site tag).
+    """
+    quant = next((o.dtype for o in ops if o.kind == "gemm" and o.dtype in QUANT_INPUTS), None)
+    scores = {o.name[len("attn.score"):]: o for o in ops
+              if o.kind == "attention" and o.name.startswith("attn.score")}
+    out = []
+    for op in ops:
+        impl = dict(op.impl or {})
+        if quant and (impl.get("quant_out") or impl.get("op") == "quant_per_token"):
+            impl["quant_dtype"] = quant
+        if impl.get("op") == "repeat_kv":
+            att = scores.get(op.name[len("attn.repeat_kv"):])
+            if att is not None:
+                impl.update({k: (att.shape or {})[k] for k in REPEAT_KV_LAYOUT})
+        out.append(op._replace(impl=impl) if impl != dict(op.impl or {}) else op)
+    return tuple(out)
+
+
 # ---- counts of a scaled op ---------------------------------------------------------------
 
 def scale_counts(op: Op, s: float, *, weights: bool) -> Op:
@@ -71,16 +101,17 @@ def scale_counts(op: Op, s: float, *, weights: bool) -> Op:
 
 
 def convert_dtype(op: Op, run: str) -> Op:
-    """Counts of ``op`` run in dtype ``run`` instead: element bytes converted."""
+    """Counts of ``op`` run in dtype ``run`` instead: element bytes converted (fractional
+    for fp4: NVFP4's 4 bits plus its fp8 scale per 16 elements)."""
     if run == op.dtype:
         return op
-    r = DTYPE_BITS[run] / DTYPE_BITS[op.dtype]
+    r = gemm_input_bits(run) / gemm_input_bits(op.dtype)
     sh = op.shape or {}
     if op.kind == "gemm":
         e_run = DTYPE_BITS[run] / 8
         bias = bool((op.impl or {}).get("bias"))
         # X rows from the input bytes: X is stored in the compute dtype, k elements a row
-        rows = op.act_in_bytes / (sh["k"] * DTYPE_BITS[op.dtype] / 8)
+        rows = op.act_in_bytes / (sh["k"] * gemm_input_bits(op.dtype) / 8)
         w = sh.get("groups", 1) * (sh["n"] * sh["k"] + (sh["n"] if bias else 0)) * e_run
         return op._replace(dtype=run, weight_bytes=w, act_in_bytes=rows * sh["k"] * e_run,
                            act_out_bytes=rows * sh["n"] * e_run, dequant_flops=0.0)
@@ -190,7 +221,7 @@ def make_case(op: Op, *, device: str, phase: str = "", target_s: float | None,
     """Dtype and scale an analytic op for running on ``device``."""
     have = list(have) if have is not None else supported_dtypes(device)
     run, note = op.dtype, ""
-    if op.kind != "gemm" and run in ("fp8", "int8"):  # only GEMMs have fp8/int8 kernels
+    if op.kind != "gemm" and run in QUANTIZED:  # only GEMMs have fp8/int8/fp4 kernels
         run = "bf16" if "bf16" in have else "fp32"
         note = f"no {op.dtype} {op.kind} kernel in torch: run in {run}, counts converted"
     elif run not in have:

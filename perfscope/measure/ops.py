@@ -24,6 +24,7 @@ from perfscope.measure.opcases import (
     TARGET_CALL_S_QUICK,
     WEIGHT_CAP_QUICK,
     OpCase,
+    annotate,
     plan_cases,
 )
 from perfscope.measure.runners import build_runner
@@ -160,7 +161,7 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
                          attention=attention)
     graphs: dict[str, tuple[Op, ...]] = {}
     for ph, s in scen.items():
-        graphs[ph] = analyze(m, hw, s).graph.ops
+        graphs[ph] = annotate(analyze(m, hw, s).graph.ops)
     names = {op.name for ops in graphs.values() for op in ops}
     if only:
         want = set(only)
