@@ -11,6 +11,7 @@ from perfscope.measure import ceilings as C
 from perfscope.measure import dtypes as D
 from perfscope.measure.gemm import INT8_PAD_ROWS, Gemm, int8_rows, time_gemm
 from perfscope.measure.hwspec import hw_toml, parse_spec_text, save_hw
+from perfscope.measure.timing import one_thread
 from perfscope.measure.types import MeasuredPoint, TimingStats
 from perfscope.specs.loading import load_hw
 
@@ -92,6 +93,70 @@ def test_gemm_check_catches_a_wrong_row_outside_the_sampled_rows():
         g.verify((x, p), out)
 
 
+def test_gemm_check_catches_a_wrong_column_outside_the_sampled_columns():
+    """Columns past the element-wise sample are covered too: Freivalds sums every column,
+    each with a nonzero weight (a wrong element in any column moves its row's sum)."""
+    g = Gemm("fp32", 40, 1000, 32)
+    x, p = g.x("cpu", 0), g.w("cpu", 1)
+    out = g.fn("cpu")(x, p)
+    assert 502 not in set(checks_spread(1000, 256))
+    out[7, 502] += 1.0
+    with pytest.raises(MeasureError, match="all rows"):
+        g.verify((x, p), out)
+    check = g.checker()
+    with one_thread():  # as the harness runs checks
+        for col in range(1000):  # whichever column it is
+            out = g.fn("cpu")(x, p)
+            out[3, col] += 1.0
+            with pytest.raises(MeasureError):
+                check((x, p), out)
+    bad = g.fn("cpu")(x, p)
+    bad[0, 0] *= -1  # inside the sample: the element-wise check names it
+    with pytest.raises(MeasureError, match=r"GEMM 40x1000x32: wrong result"):
+        g.verify((x, p), bad)
+
+
+def checks_spread(n: int, limit: int) -> list[int]:
+    from perfscope.measure.checks import spread_indices
+
+    return spread_indices(n, limit).tolist()
+
+
+def test_gemm_checker_keeps_each_weights_pieces_once(monkeypatch):
+    """W^T r is computed once per weight tensor however many outputs are checked, and again
+    for another weight (a CUDA graph's sets each have their own)."""
+    from perfscope.measure import gemm as G
+
+    g = Gemm("fp32", 64, 96, 48, groups=3, bias=True)
+    check = g.checker()
+    calls = []
+    real = G.matvec64
+    monkeypatch.setattr(G, "matvec64", lambda a, v: calls.append(tuple(a.shape)) or real(a, v))
+    p = g.w("cpu", 1)
+    for seed in range(4):
+        x = g.x("cpu", 10 + seed)
+        assert check((x, p), g.fn("cpu")(x, p)) < 1e-5
+    w_t = (3, 48, 96)  # W^T: (groups, k, n)
+    assert calls.count(w_t) == 1
+    p2 = g.w("cpu", 2)
+    x = g.x("cpu", 20)
+    assert check((x, p2), g.fn("cpu")(x, p2)) < 1e-5
+    assert calls.count(w_t) == 2
+
+
+def test_matvec64_is_a_float64_product_in_slices(monkeypatch):
+    from perfscope.measure import gemm as G
+
+    monkeypatch.setattr(G, "CHUNK_ELEMENTS", 100)  # 15 rows: slices of 6 columns
+    a = torch.randn(3, 5, 77)
+    v = torch.randn(77, dtype=torch.float64)
+    vb = torch.randn(3, 77, dtype=torch.float64)  # batched like a
+    with one_thread():
+        torch.testing.assert_close(G.matvec64(a, v), a.double() @ v, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(G.matvec64(a, vb), (a.double() @ vb[..., None])[..., 0],
+                                   rtol=1e-12, atol=1e-12)
+
+
 def test_int8_gemm_pads_m_on_cuda_and_counts_the_true_rows():
     # torch._int_mm on CUDA refuses M <= 16: X gets INT8_PAD_ROWS rows there, not on a CPU
     assert int8_rows(1, cuda=True) == INT8_PAD_ROWS == 32
@@ -157,6 +222,15 @@ def test_measure_ceilings_cpu_skips_missing_dtype(small):
     total = 2 + 2 + (1 + 2)
     assert steps[0] == (0, total) and steps[-1] == (total, total)
     assert [i for i, _ in steps] == list(range(total + 1))
+
+
+def test_stream_arrays_are_made_once_for_every_round(small, monkeypatch):
+    made = []
+    real = C.stream_arrays
+    monkeypatch.setattr(C, "stream_arrays", lambda d, n: made.append(n) or real(d, n))
+    res = C.measure_ceilings("cpu", dtypes=["fp32"], quick=True, sweep=False, rounds=2)
+    assert made == [8 * MIB]
+    assert sorted(len(c.rounds) for c in res.ceilings if c.name.startswith("memory.")) == [2, 2]
 
 
 def test_ceiling_from_rounds():

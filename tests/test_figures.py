@@ -4,6 +4,8 @@ files are written whole. Expected values come from the device specs' published f
 from __future__ import annotations
 
 import math
+import os
+import stat
 
 import pytest
 
@@ -275,6 +277,9 @@ def test_save_figure_writes_whole_files_and_refuses_other_suffixes(tmp_path):
     F.save_figure(fig, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # as readable as any file
     with pytest.raises(InputError, match="--plot"):
         F.save_figure(F.comm_figure([], {}, "t"), tmp_path / "c.gif")
     with pytest.raises(InputError, match="does not exist"):

@@ -292,3 +292,94 @@ def test_convert_gemm_with_bias_counts_the_bias():
     c = M.convert_dtype(op, "fp32")
     assert (c.weight_bytes, c.act_in_bytes, c.act_out_bytes) == \
         ((64 * 32 + 64) * 4, 8 * 32 * 4, 8 * 64 * 4)
+
+
+def test_quick_cap_cuts_gemm_columns_and_rederives_the_counts():
+    # an fp32 LM head 128256 x 4096 (2.1 GB) at m = 3: cut to 64 MiB of weights, k kept
+    m, n, k = 3, 128256, 4096
+    op = gemm_op(m, n, k, "fp32", name="lm_head")
+    c, s, notes = M.cap_weights(op, 64 * 2**20)
+    n2 = c.shape["n"]
+    assert n2 == 4096 and notes == [f"n {n}->4096"] and c.shape["k"] == k
+    # by hand for the shape run: 2 m n2 k FLOPs, W n2 k words, X m k words, Y m n2 words
+    assert c.flops == pytest.approx(2.0 * m * n2 * k)
+    assert c.weight_bytes == pytest.approx(n2 * k * 4) and c.weight_bytes <= 64 * 2**20
+    assert c.act_in_bytes == pytest.approx(m * k * 4)
+    assert c.act_out_bytes == pytest.approx(m * n2 * 4)
+    assert s == pytest.approx(n2 / n)
+    # under the cap: untouched
+    assert M.cap_weights(gemm_op(dt="fp32"), 64 * 2**20) == (gemm_op(dt="fp32"), 1.0, [])
+
+
+def test_quick_cap_drops_expert_groups_before_columns():
+    # 64 experts of 1408 x 2048 fp32 (11.5 MB each, 738 MB): 5 groups fit in 64 MiB
+    g, m, n, k = 64, 8, 1408, 2048
+    op = Op("moe.experts_down", "gemm", 0, 1, 2.0 * g * m * n * k,
+            weight_bytes=g * n * k * 4, act_in_bytes=g * m * k * 4,
+            act_out_bytes=g * m * n * 4, dtype="fp32",
+            shape={"m": m, "n": n, "k": k, "groups": g}, impl=GEMM)
+    c, s, notes = M.cap_weights(op, 64 * 2**20)
+    assert c.shape == {"m": m, "n": n, "k": k, "groups": 5} and notes == ["groups 64->5"]
+    assert c.flops == pytest.approx(2.0 * 5 * m * n * k)
+    assert c.weight_bytes == pytest.approx(5 * n * k * 4)
+    assert c.act_in_bytes == pytest.approx(5 * m * k * 4) and s == pytest.approx(5 / 64)
+
+
+def test_quick_cpu_plan_caps_weights_and_sweeps_the_largest_model_weight():
+    big = gemm_op(1, 28672, 4096, "fp32", name="mlp.gate_up_proj")  # 470 MB
+    small = gemm_op(1, 6144, 4096, "fp32", name="attn.qkv_proj")  # 100 MB
+    head = gemm_op(1, 128256, 4096, "fp32", name="lm_head")
+    cases = M.plan_cases({"decode": [small, big, head]}, device="cpu", quick=True,
+                         flops_per_s=1e11, bytes_per_s=2e10)
+    main = {c.op.name: c for c in cases if c.sweep_batch is None}
+    for c in main.values():  # every weight cut to the cap, the cut stated
+        assert c.op.weight_bytes <= M.WEIGHT_CAP_QUICK and "n " in c.scale_note
+    # all three are 64 MiB once cut: the sweep still takes the model's largest weight
+    assert {c.op.name for c in cases if c.sweep_batch} == {"mlp.gate_up_proj"}
+    full = M.plan_cases({"decode": [big]}, device="cpu", quick=False, flops_per_s=1e11,
+                        bytes_per_s=2e10)
+    assert full[0].op.shape["n"] == 28672  # full mode keeps the widths
+
+
+def test_quick_checks_two_input_sets_per_op(hw):
+    p = O.time_case(_case(row_op("attn.residual", "elementwise", {"op": "add"}, n_in=2)),
+                    "cpu", budget_s=0.01, warmup_s=0.0, flush_l2=False, verify_sets=2)
+    assert p.extra["checked_sets"] == 2
+    p = O.time_case(_case(row_op("attn.residual", "elementwise", {"op": "add"}, n_in=2)),
+                    "cpu", budget_s=0.01, warmup_s=0.0, flush_l2=False)
+    assert p.extra["checked_sets"] == 4  # every input set of a CPU run
+
+
+def test_expert_parallel_collectives_are_left_to_bench_comm():
+    """DeepSeek-V3 under attention DP dispatches tokens to their experts and combines them
+    back (all-to-all): comm ops, timed by `perfscope bench comm`, a stated skip here."""
+    from perfscope.api import Scenario, analyze, load_hw, load_model
+
+    a = analyze(load_model("deepseek-v3"), load_hw("h200-sxm"),
+                Scenario(phase="decode", batch=8, seq_len=16, context_len=64, ep=8,
+                         attn_dp=8, weight_dtype="fp8"))
+    comm = [o for o in a.graph.ops if o.kind == "comm"]
+    assert {o.name for o in comm} == {"ep.dispatch", "ep.combine"}
+    assert all(o.impl["collective"] == "all_to_all" for o in comm)
+    skipped: list[str] = []
+    cases = M.plan_cases({"decode": M.annotate(a.graph.ops)}, device="cpu", quick=True,
+                         flops_per_s=1e11, bytes_per_s=2e10, skipped=skipped)
+    assert not any(c.op.kind == "comm" for c in cases)
+    for name in ("ep.dispatch", "ep.combine"):
+        assert f"op {name} (decode): comm op, timed by `perfscope bench comm`; skipped here" \
+            in skipped
+
+
+def test_fp4_gemm_converts_with_fractional_bytes():
+    # NVFP4 W4A4 GEMM 8 x 64 x 32: X is 4 bits + an fp8 scale per 16 = 4.5 bits an element
+    x_bytes = 8 * 32 * 4.5 / 8
+    op = Op("mlp.down_proj", "gemm", 0, 1, 2.0 * 8 * 64 * 32, weight_bytes=64 * 32 * 4.5 / 8,
+            act_in_bytes=x_bytes, act_out_bytes=8 * 64 * 2, dtype="fp4",
+            shape={"m": 8, "n": 64, "k": 32}, impl=GEMM)
+    c = M.convert_dtype(op, "fp32")  # 8 rows recovered from the 4.5-bit input bytes
+    assert (c.weight_bytes, c.act_in_bytes, c.act_out_bytes) == \
+        (64 * 32 * 4, 8 * 32 * 4, 8 * 64 * 4)
+    case = M.make_case(row_op("mlp.act", "elementwise", {"activation": "silu", "gated": False},
+                              dt="fp4"), device="cpu", target_s=None, flops_per_s=1,
+                       bytes_per_s=1, have=["fp32"])
+    assert case.op.dtype == "fp32" and "no fp4 elementwise kernel" in case.dtype_note

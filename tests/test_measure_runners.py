@@ -5,9 +5,10 @@ op's runner (chosen by ``Op.impl``) is run on random data, and its output is com
 transformers module (random weights, the runner's weights copied in) that computes the same
 thing in the reference implementation: GPT-2's LayerNorm, Conv1D and gelu_new, Gemma's GeGLU
 (gelu_pytorch_tanh), (1 + w) RMSNorm and scaled embedding, Qwen3's per-head q/k norm and
-rotary over the head, Qwen3-MoE's softmax top-k router, experts GEMM and weighted combine, and
-DeepSeek-V3's sigmoid group routing (hand-given group counts; the analytic op lacks them, so
-the model's own op is a clear skip).
+rotary over the head, Qwen3-MoE's softmax top-k router, experts GEMM and weighted combine, each
+MoE model's router (DeepSeek-V3's sigmoid group routing with its config's group counts,
+Qwen2-MoE's and Mixtral's top-k with and without renormalization), eager GQA's repeat_kv, and
+the per-token int8/fp8 quantization of a GEMM's input.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 
 from perfscope.analytic.ops import Op  # noqa: E402
 from perfscope.api import Scenario, analyze, load_hw  # noqa: E402
-from perfscope.measure.opcases import convert_dtype  # noqa: E402
+from perfscope.measure.opcases import annotate, convert_dtype  # noqa: E402
 from perfscope.measure.runners import build_runner  # noqa: E402
 from perfscope.measure.skips import Skip  # noqa: E402
 from perfscope.specs.model import load_model, model_from_config  # noqa: E402
@@ -39,11 +40,14 @@ def tiny(model: str, **over) -> tuple[dict, object]:
     return cfg, model_from_config(cfg, f"{model}-tiny")
 
 
-def ops_of(spec, *, phase="prefill", batch=2, seq=8, ctx=0, fp32=True, **kw) -> dict[str, Op]:
-    """The graph's ops by name, in fp32 (the CPU runs fp32 at speed; counts converted)."""
-    a = analyze(spec, load_hw("h100-sxm"),
+def ops_of(spec, *, phase="prefill", batch=2, seq=8, ctx=0, fp32=True, hw="h100-sxm",
+           **kw) -> dict[str, Op]:
+    """The graph's ops by name as the ops bench sees them (``annotate``), in fp32 (the CPU
+    runs fp32 at speed; counts converted)."""
+    a = analyze(spec, load_hw(hw),
                 Scenario(phase=phase, batch=batch, seq_len=seq, context_len=ctx, **kw))
-    return {op.name: convert_dtype(op, "fp32") if fp32 else op for op in a.graph.ops}
+    return {op.name: convert_dtype(op, "fp32") if fp32 else op
+            for op in annotate(a.graph.ops)}
 
 
 def run(op: Op):
@@ -246,6 +250,25 @@ def test_qwen3_mlp_is_swiglu(qwen3):
     torch.testing.assert_close(out, model.layers[0].mlp.act_fn(x[:, :w]) * x[:, w:], **TOL)
 
 
+def test_qwen3_eager_gqa_repeat_kv_matches_transformers():
+    from transformers.models.qwen3.modeling_qwen3 import repeat_kv
+
+    _, spec = tiny("qwen3-8b", **QWEN3)
+    for phase, ctx in (("prefill", 0), ("decode", 12)):
+        ops = ops_of(spec, phase=phase, ctx=ctx, attention="unfused")
+        op = ops["attn.repeat_kv"]
+        # the layout of the scores GEMM it feeds: 2 sequences, 2 KV heads of 32 dims
+        assert op.impl == {"op": "repeat_kv", "n_rep": 2, "batch": 2, "kv_heads": 2,
+                           "head_dim_qk": 32, "head_dim_v": 32}
+        _, (k, v), _, (k_rep, v_rep) = run(op)
+        keys = ops["attn.score"].shape["kv_len"]
+        assert tuple(k.shape) == (2, 2, keys, 32) and op.shape["tokens"] == 2 * keys
+        assert torch.equal(k_rep, repeat_kv(k, 2)) and torch.equal(v_rep, repeat_kv(v, 2))
+    wrong = op._replace(impl={**op.impl, "kv_heads": 3})
+    with pytest.raises(Skip, match="is not 3 KV heads"):
+        build_runner(wrong, "cpu")
+
+
 # ---- a MoE model (Qwen3-MoE): softmax top-k router, expert GEMMs, weighted combine --------
 
 MOE = {"hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
@@ -315,36 +338,104 @@ def test_moe_expert_activation_is_swiglu(moe):
     torch.testing.assert_close(out, act(x[:, :w]) * x[:, w:], **TOL)
 
 
-# ---- DeepSeek-V3: sigmoid group routing ------------------------------------------------
+# ---- routing per model: the runner against each model's transformers router ---------------
 
-def test_deepseek_v3_routing_is_a_clear_skip_without_group_counts():
-    op = ops_of(load_model("deepseek-v3"), seq=4)["moe.topk"]
-    assert op.impl["routing"] == "sigmoid_group_topk"
-    with pytest.raises(Skip, match="group counts"):
-        build_runner(op, "cpu")
-
-
-def test_sigmoid_group_routing_matches_deepseek_v3_router():
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
-
-    E, k, groups, topk_groups = 32, 4, 8, 3
-    op = Op("moe.topk", "elementwise", 0, 1, 0.0, act_in_bytes=5 * E * 4, dtype="fp32",
-            unit="vector", shape={"tokens": 5, "width": E},
-            impl={"routing": "sigmoid_group_topk", "top_k": k, "experts": E,
-                  "groups": groups, "topk_groups": topk_groups, "routed_scaling": 2.5})
-    _, logits, p, (w, ids) = run(op)
-    config = transformers.DeepseekV3Config(hidden_size=E, n_routed_experts=E,
-                                           num_experts_per_tok=k, n_group=groups,
-                                           topk_group=topk_groups, routed_scaling_factor=2.5,
-                                           norm_topk_prob=True)
-    router = DeepseekV3TopkRouter(config)
-    with torch.no_grad():
-        router.weight.copy_(torch.eye(E))
-        router.e_score_correction_bias.copy_(p["bias"])
-        _, w_ref, ids_ref = router(logits)
+def _same_routing(w, ids, w_ref, ids_ref):
     order, ref_order = ids.argsort(-1), ids_ref.argsort(-1)
     torch.testing.assert_close(ids.gather(-1, order), ids_ref.gather(-1, ref_order))
     torch.testing.assert_close(w.gather(-1, order), w_ref.gather(-1, ref_order), **TOL)
+
+
+def _route_with(router, logits, E, bias=None):
+    """The transformers router on hidden = logits (identity router weight, hidden = E)."""
+    with torch.no_grad():
+        router.weight.copy_(torch.eye(E))
+        if bias is not None:
+            router.e_score_correction_bias.copy_(bias)
+        _, w_ref, ids_ref = router(logits)
+    return w_ref, ids_ref
+
+
+DSV3 = {"hidden_size": 32, "n_routed_experts": 32, "num_experts_per_tok": 4, "n_group": 8,
+        "topk_group": 3, "moe_intermediate_size": 8, "intermediate_size": 32,
+        "num_hidden_layers": 2, "first_k_dense_replace": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "q_lora_rank": 16, "kv_lora_rank": 8,
+        "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "vocab_size": 64,
+        "n_shared_experts": 1}
+
+
+def test_deepseek_v3_group_routing_matches_its_router():
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    cfg, spec = tiny("deepseek-v3", **DSV3)
+    op = ops_of(spec, seq=5)["moe.topk"]
+    # the config's group counts reach the op (routed_scaling_factor 2.5, norm_topk_prob
+    # true: the shipped config's)
+    assert op.impl == {"routing": "sigmoid_group_topk", "top_k": 4, "experts": 32,
+                       "norm_topk_prob": True, "n_group": 8, "topk_group": 3,
+                       "routed_scaling_factor": 2.5}
+    r, logits, p, (w, ids) = run(op)
+    assert "top-3 of 8 expert groups" in r.impl
+    w_ref, ids_ref = _route_with(DeepseekV3TopkRouter(hf_config(cfg)), logits, 32, p["bias"])
+    _same_routing(w, ids, w_ref, ids_ref)
+
+
+def test_deepseek_v3_routing_without_renormalization():
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+
+    cfg, spec = tiny("deepseek-v3", **DSV3, norm_topk_prob=False, routed_scaling_factor=1.0)
+    op = ops_of(spec, seq=5)["moe.topk"]
+    assert op.impl["norm_topk_prob"] is False and op.impl["routed_scaling_factor"] == 1.0
+    _, logits, p, (w, ids) = run(op)
+    w_ref, ids_ref = _route_with(DeepseekV3TopkRouter(hf_config(cfg)), logits, 32, p["bias"])
+    _same_routing(w, ids, w_ref, ids_ref)
+
+
+def test_qwen2_moe_routing_is_not_renormalized_by_default():
+    from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeTopKRouter
+
+    config = transformers.Qwen2MoeConfig(
+        hidden_size=16, num_experts=16, num_experts_per_tok=4, moe_intermediate_size=8,
+        shared_expert_intermediate_size=8, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, vocab_size=64)
+    assert config.norm_topk_prob is False  # transformers' default
+    raw = {k: v for k, v in config.to_dict().items() if k != "norm_topk_prob"}
+    op = ops_of(model_from_config(raw, "qwen2-moe-tiny"), seq=6)["moe.topk"]
+    assert op.impl["norm_topk_prob"] is False
+    _, logits, _, (w, ids) = run(op)
+    assert not torch.allclose(w.sum(-1), torch.ones(12))  # top-4 of 16 do not sum to one
+    _same_routing(w, ids, *_route_with(Qwen2MoeTopKRouter(config), logits, 16))
+
+
+def test_mixtral_routing_is_renormalized():
+    from transformers.models.mixtral.modeling_mixtral import MixtralTopKRouter
+
+    cfg, spec = tiny("mixtral-8x7b", hidden_size=8, num_local_experts=8,
+                     num_experts_per_tok=2, intermediate_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=4,
+                     vocab_size=64)
+    op = ops_of(spec, seq=6)["moe.topk"]
+    assert op.impl["norm_topk_prob"] is True and op.impl["routing"] == "softmax_topk"
+    _, logits, _, (w, ids) = run(op)
+    _same_routing(w, ids, *_route_with(MixtralTopKRouter(hf_config(cfg)), logits, 8))
+
+
+def test_routing_fields_default_as_transformers_does():
+    """A config that leaves the routing fields out gets the config class's defaults."""
+    from perfscope.specs.model import load_model
+
+    for model, cls in (("deepseek-v3", transformers.DeepseekV3Config),
+                       ("qwen3-30b-a3b", transformers.Qwen3MoeConfig)):
+        with open(load_model(model).source) as f:
+            cfg = json.load(f)
+        for key in ("n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob"):
+            cfg.pop(key, None)
+        moe = model_from_config(cfg, model).moe
+        want = cls()
+        assert moe.norm_topk_prob == bool(want.norm_topk_prob)
+        if model == "deepseek-v3":
+            assert (moe.n_group, moe.topk_group, moe.routed_scaling_factor) == \
+                (want.n_group, want.topk_group, want.routed_scaling_factor)
 
 
 # ---- dispatch is by Op.impl, never by name ---------------------------------------------
@@ -413,3 +504,54 @@ def test_unfused_softmax_masks_like_eager_attention():
         s_ref = (q @ k.repeat_interleave(q.shape[1] // k.shape[1], 1).transpose(-1, -2)) \
             / math.sqrt(q.shape[-1])
         torch.testing.assert_close(scores, s_ref, **TOL)
+
+
+# ---- per-token quantization of a GEMM's input follows the GEMM's dtype ----------------------
+
+def test_w8a8_quantization_follows_the_gemm_input_dtype():
+    _, spec = tiny("qwen3-8b", **QWEN3)
+    for dt in ("int8", "fp8"):
+        ops = ops_of(spec, weight_dtype=dt, act_dtype=dt)
+        for name in ("attn.norm", "mlp.act"):
+            op = ops[name]
+            assert op.impl["quant_out"] and op.impl["quant_dtype"] == dt
+            r, *_ = run(op)  # run() checks the output against the float64 reference
+            assert r.impl.endswith(f"then per-token {dt} quant")
+        # the standalone quant before o_proj, against the formula by hand:
+        # scale = max|x| / qmax per token, q = x / scale rounded to the dtype
+        r, x, _, (q, scale) = run(ops["attn.o_quant"])
+        qmax = 127.0 if dt == "int8" else 448.0
+        want_scale = x.abs().amax(-1, keepdim=True) / qmax
+        torch.testing.assert_close(scale, want_scale, **TOL)
+        if dt == "int8":
+            assert q.dtype == torch.int8
+            assert torch.equal(q, torch.round(x / want_scale).to(torch.int8))
+        else:
+            assert q.dtype == torch.float8_e4m3fn
+            torch.testing.assert_close(q.float(), (x / want_scale).to(torch.float8_e4m3fn).float())
+
+
+def test_fp8_quantization_check_catches_a_wrong_scale():
+    from perfscope.errors import MeasureError
+    from perfscope.measure.runners.common import check_quant, quant_per_token
+
+    x = torch.randn(8, 64, dtype=torch.float64)
+    q, s = quant_per_token(x.float(), "fp8")
+    assert check_quant(q, s, x, "q", "fp8") < 1e-6
+    with pytest.raises(MeasureError, match="fp8 quantization"):
+        check_quant(q, s * 1.1, x, "q", "fp8")
+    q8, s8 = quant_per_token(x.float(), "int8")
+    with pytest.raises(MeasureError, match="fp8 values"):
+        check_quant(q8, s8, x, "q", "fp8")
+
+
+def test_nvfp4_quantization_and_the_latent_cast_are_clear_skips():
+    _, spec = tiny("qwen3-8b", **QWEN3)
+    ops = ops_of(spec, weight_dtype="fp4", act_dtype="fp4", hw="b200")
+    assert ops["attn.norm"].impl["quant_dtype"] == "fp4"
+    with pytest.raises(Skip, match="per-token fp4 quantization"):
+        build_runner(ops["attn.norm"], "cpu")
+    cast = Op("attn.kv_b_input", "elementwise", 0, 1, 0.0, dtype="fp32", unit="vector",
+              shape={"tokens": 8, "width": 64}, impl={"op": "cast"})
+    with pytest.raises(Skip, match="cache dtype"):
+        build_runner(cast, "cpu")

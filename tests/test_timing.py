@@ -170,6 +170,49 @@ def test_timed_outputs_are_verified_per_input_set():
 def test_kept_sets_spread():
     assert timing.kept_sets(4) == {0, 1, 2, 3}
     assert timing.kept_sets(100, 8) == {0, 14, 28, 42, 57, 71, 85, 99}
+    assert timing.kept_sets(4, 2) == {0, 3}  # the shared first set and a rotated one
+    assert timing.kept_sets(4, 1) == {0}
+
+
+def test_verify_sets_samples_the_sets_checked():
+    seen = []
+
+    def verify(args, out):
+        seen.append(args[0])
+        return 0.0
+
+    timing.benchmark(lambda x: x + 1, setup=lambda i: i, warmup_s=0.0, min_runs=8,
+                     max_runs=8, flush_l2=False, verify=verify, verify_sets=2)
+    assert sorted(seen) == [0, timing.INPUT_SETS - 1]
+    with pytest.raises(InputError, match="verify_sets"):
+        timing.benchmark(lambda: 0, flush_l2=False, verify=verify, verify_sets=0)
+
+
+def test_flush_buffer_is_made_once_per_device():
+    timing._flush_buffer.cache_clear()
+    f1, f2 = timing.make_flush("cpu"), timing.make_flush("cpu")
+    f1()
+    f2()
+    info = timing._flush_buffer.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+
+
+def test_large_cpu_tensors_repeat_a_prime_block():
+    shape = (1100, 4096)  # 4.5 M elements: past TILE_ABOVE
+    assert shape[0] * shape[1] > checks.TILE_ABOVE
+    t = checks.random_tensor(shape, torch.float32, seed=3)
+    p = checks.TILE_PERIOD
+    flat = t.view(-1)
+    assert torch.equal(flat[:1000], flat[p:p + 1000])  # the block repeats ...
+    assert len({tuple(r[:8].tolist()) for r in t}) == shape[0]  # ... but no two rows match
+    assert 0.98 < float(t.std()) < 1.02 and abs(float(t.mean())) < 0.01
+    assert not bool((t == 0).any())
+    other = checks.random_tensor(shape, torch.float32, seed=4)
+    assert not torch.equal(t[0], other[0])  # the seed picks the block
+    ints = checks.random_tensor(shape, torch.int8, seed=3)
+    assert ints.dtype == torch.int8 and int(ints.min()) >= -64 and int(ints.max()) < 64
+    small = checks.random_tensor((64, 64), torch.float32, seed=3)  # drawn element by element
+    assert len(set(small.view(-1).tolist())) == 64 * 64
 
 
 # ---- CUDA decisions, checked on a CPU --------------------------------------------------------

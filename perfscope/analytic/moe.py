@@ -48,8 +48,13 @@ def moe_ops(c: Ctx, at: Site) -> list[Op]:
     # deepseek-v3 scores experts with a sigmoid and picks top-k within the best groups;
     # the others softmax the router logits and take the top-k
     routing = "sigmoid_group_topk" if e.router_bias else "softmax_topk"
+    route = {"routing": routing, "top_k": k, "experts": n_experts,
+             "norm_topk_prob": e.norm_topk_prob}
+    if e.router_bias:  # transformers' DeepseekV3TopkRouter fields
+        route |= {"n_group": e.n_group, "topk_group": e.topk_group,
+                  "routed_scaling_factor": e.routed_scaling_factor}
     topk = elementwise(c, "moe.topk", tokens, n_experts, at, flops_per=6, n_in=1, n_out=0,
-                       impl={"routing": routing, "top_k": k, "experts": n_experts})
+                       impl=route)
     ops = [router, topk]
     # The step waits for the busiest EP rank: the most distinct experts touched (weights
     # streamed) and the most token-expert assignments (FLOPs, activations) over the ep ranks,

@@ -25,7 +25,7 @@ bench_app = typer.Typer(
 
 QuickOpt = Annotated[bool | None, typer.Option("--quick/--full",
                                                help="Small sweeps, short budgets (bare bench: "
-                                                    "about a minute on 2 idle CPU cores).")]
+                                                    "under a minute on 2 idle CPU cores).")]
 FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="table | json | csv")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N "
                                                                 "(default: cuda if present)")]

@@ -34,17 +34,30 @@ def bandwidth_array_bytes(device: str, quick: bool) -> int:
     return max(64 * MIB, 4 * llc)
 
 
-def stream_point(kind: str, device: str, nbytes: int, *, budget_s: float,
-                 flush_l2: bool, name: str | None = None) -> MeasuredPoint:
-    """Time STREAM ``kind`` over arrays of ``nbytes``; every kept timed output is checked."""
+def stream_arrays(device: str, nbytes: int) -> tuple[Any, Any, Any]:
+    """(a, b, c): float32 arrays of ``nbytes`` each, b and c random, a the destination.
+    Rounds of copy and triad reuse one set: making 3 arrays of 4x the cache per
+    measurement cost seconds of random numbers and page faults on a CPU."""
     import torch
-
-    from perfscope.measure.timing import benchmark
 
     n = max(1024, nbytes // 4)
     b = random_tensor((n,), torch.float32, device, seed=1)
     c = random_tensor((n,), torch.float32, device, seed=2)
-    a = torch.empty_like(b)
+    return torch.empty_like(b), b, c
+
+
+def stream_point(kind: str, device: str, nbytes: int, *, budget_s: float,
+                 flush_l2: bool, name: str | None = None,
+                 arrays: tuple[Any, Any, Any] | None = None,
+                 verify_sets: int | None = None) -> MeasuredPoint:
+    """Time STREAM ``kind`` over arrays of ``nbytes`` (``arrays``: from ``stream_arrays``,
+    else made here); every kept timed output is checked."""
+    import torch
+
+    from perfscope.measure.timing import VERIFY_SETS, benchmark
+
+    a, b, c = arrays if arrays is not None else stream_arrays(device, nbytes)
+    n = b.numel()
     triad = 3.0
     if kind == "copy":
         def fn() -> Any:
@@ -66,7 +79,8 @@ def stream_point(kind: str, device: str, nbytes: int, *, budget_s: float,
                            "stream triad")
 
     stats = benchmark(fn, device=device, budget_s=budget_s, flush_l2=flush_l2, warmup_s=0.02,
-                      cuda_graph=None, set_bytes=stream_bytes(kind, n, 4), verify=verify)
+                      cuda_graph=None, set_bytes=stream_bytes(kind, n, 4), verify=verify,
+                      verify_sets=verify_sets or VERIFY_SETS)
     return MeasuredPoint(name or f"ceiling.memory.{kind}", "memory", {"elements": n}, "fp32",
                          stats, flops, stream_bytes(kind, n, 4), device)
 

@@ -24,12 +24,13 @@ from perfscope.measure.bandwidth import (
     cache_sizes,
     cache_sweep,
     plateau,
+    stream_arrays,
     stream_point,
 )
 from perfscope.measure.dtypes import check_dtype_supported, supported_dtypes
 from perfscope.measure.gemm import Gemm, time_gemm
 from perfscope.measure.skips import reason_or_raise
-from perfscope.measure.timing import cache_bytes, is_cuda
+from perfscope.measure.timing import VERIFY_SETS, cache_bytes, is_cuda
 from perfscope.measure.types import MeasuredPoint, TimingStats
 
 # Square GEMM sizes swept for the ceiling. CPU sizes keep one call under ~0.3 s at 2 cores.
@@ -139,6 +140,8 @@ def measure_ceilings(device: str = "cpu", *, dtypes: list[str] | None = None,
     sizes = (GPU_GEMM_SIZES_QUICK if quick else GPU_GEMM_SIZES) if gpu else \
         (CPU_GEMM_SIZES_QUICK if quick else CPU_GEMM_SIZES)
     budget = 0.25 if quick else 1.0
+    runs = 5 if quick else 10  # timed calls of a GEMM shape at least (its rounds repeat it)
+    checks = 2 if quick else VERIFY_SETS  # input sets whose timed outputs are checked
     kinds = []
     for dt in want:
         reason = _dtype_skip(dt, device)
@@ -161,12 +164,14 @@ def measure_ceilings(device: str = "cpu", *, dtypes: list[str] | None = None,
         pts = []
         for s in sizes:
             step(f"gemm {kind.name} {s}^3")
-            p = _attempt(res, f"ceiling {kind.name} {s}^3", _gemm_call(kind, s, device, budget))
+            p = _attempt(res, f"ceiling {kind.name} {s}^3",
+                         _gemm_call(kind, s, device, budget, runs, checks))
             if p is not None:
                 pts.append(p)
         if pts:
             best[kind.name] = [max(pts, key=lambda p: p.achieved_flops_per_s)]
     nbytes = bandwidth_array_bytes(device, quick)
+    arrays: list[Any] = []  # one set of STREAM arrays for every round, made on first use
     streams: dict[str, list[MeasuredPoint]] = {"copy": [], "triad": []}
     for r in range(rounds):
         if r:  # later rounds: the best GEMM shapes again, between the bandwidth runs
@@ -176,12 +181,13 @@ def measure_ceilings(device: str = "cpu", *, dtypes: list[str] | None = None,
                 b = best[kind.name][0].shape["m"]
                 step(f"gemm {kind.name} {b}^3 (round {r + 1})")
                 p = _attempt(res, f"ceiling {kind.name} {b}^3",
-                             _gemm_call(kind, b, device, budget))
+                             _gemm_call(kind, b, device, budget, runs, checks))
                 if p is not None:
                     best[kind.name].append(p)
         for sk in ("copy", "triad"):
             step(f"memory {sk} {nbytes // MIB} MiB" + (f" (round {r + 1})" if r else ""))
-            p = _attempt(res, f"ceiling memory {sk}", _stream_call(sk, device, nbytes, budget))
+            p = _attempt(res, f"ceiling memory {sk}",
+                         _stream_call(sk, device, nbytes, budget, arrays, checks))
             if p is not None:
                 streams[sk].append(p)
     for kind in kinds:
@@ -196,6 +202,7 @@ def measure_ceilings(device: str = "cpu", *, dtypes: list[str] | None = None,
         top = plateau(pts, cache_bytes(device))
         if top is not None:
             res.ceilings.append(ceiling_from("cache.plateau", [top], "bytes/s"))
+    arrays.clear()
     if progress:
         progress("done", total, total)
     return res
@@ -209,16 +216,23 @@ def _dtype_skip(dtype: str, device: str) -> str:
     return ""
 
 
-def _gemm_call(kind: _GemmKind, size: int, device: str,
-               budget: float) -> Callable[[], MeasuredPoint]:
+def _gemm_call(kind: _GemmKind, size: int, device: str, budget: float, runs: int,
+               checks: int) -> Callable[[], MeasuredPoint]:
     g = Gemm(kind.dtype, size, size, size, fast_accum=kind.fast_accum)
-    return lambda: time_gemm(g, device, budget_s=budget, min_runs=10,
-                             name=f"ceiling.{kind.name}")
+    return lambda: time_gemm(g, device, budget_s=budget, min_runs=runs,
+                             name=f"ceiling.{kind.name}", verify_sets=checks)
 
 
-def _stream_call(kind: str, device: str, nbytes: int,
-                 budget: float) -> Callable[[], MeasuredPoint]:
-    return lambda: stream_point(kind, device, nbytes, budget_s=budget, flush_l2=False)
+def _stream_call(kind: str, device: str, nbytes: int, budget: float, arrays: list[Any],
+                 checks: int) -> Callable[[], MeasuredPoint]:
+    def run() -> MeasuredPoint:
+        if not arrays:
+            arrays.extend(stream_arrays(device, nbytes))
+        a, b, c = arrays
+        return stream_point(kind, device, nbytes, budget_s=budget, flush_l2=False,
+                            arrays=(a, b, c), verify_sets=checks)
+
+    return run
 
 
 def _attempt(res: CeilingsResult, what: str,

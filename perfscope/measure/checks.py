@@ -7,6 +7,7 @@ same inputs, with a tolerance that follows the dtype's mantissa width.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,20 +22,51 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 }
 
 
+# CPU tensors above TILE_ABOVE elements repeat a random block of TILE_PERIOD elements (a
+# prime, so no two rows of any realistic width start at the same offset of the block, and
+# rows, columns and heads all differ); torch draws normal numbers at ~100 M/s on one core,
+# which made drawing weights most of a quick CPU run. Values stay N(0, 1); on a GPU every
+# element is drawn (it is fast there, and repeated data could be compressed by hardware).
+TILE_ABOVE = 1 << 22
+TILE_PERIOD = 1_048_573  # 2^20 - 3, prime
+
+
 def random_tensor(shape: Sequence[int], dtype: Any, device: str = "cpu", *,
                   seed: int | None = None, scale: float = 1.0) -> Any:
-    """Fresh random data, never zeros: normal(0, scale) floats, uniform [-64, 64) integers."""
+    """Fresh random data, never zeros: normal(0, scale) floats, uniform [-64, 64) integers
+    (on a CPU, large tensors repeat a random block of TILE_PERIOD elements)."""
     import torch
 
     gen = torch.Generator(device=torch.device(device))
     gen.manual_seed(seed if seed is not None else time.perf_counter_ns() & 0x7FFFFFFF)
+    numel = math.prod(shape)
+    tile = str(device) == "cpu" and numel > TILE_ABOVE
+    draw = (TILE_PERIOD,) if tile else tuple(shape)
     if dtype.is_floating_point:
         make = dtype if dtype.itemsize >= 2 else torch.float32  # fp8 has no randn
-        t = torch.randn(tuple(shape), generator=gen, dtype=make, device=device)
+        t = torch.randn(draw, generator=gen, dtype=make, device=device)
         if scale != 1.0:
             t.mul_(scale)
-        return t if make == dtype else t.to(dtype)
-    return torch.randint(-64, 64, tuple(shape), generator=gen, dtype=dtype, device=device)
+        t = t if make == dtype else t.to(dtype)
+    else:
+        t = torch.randint(-64, 64, draw, generator=gen, dtype=dtype, device=device)
+    return _tiled(t, tuple(shape)) if tile else t
+
+
+def _tiled(block: Any, shape: tuple[int, ...]) -> Any:
+    """A tensor of ``shape`` filled with ``block`` (1-d) repeated, the last copy cut short."""
+    import torch
+
+    out = torch.empty(shape, dtype=block.dtype, device=block.device)
+    flat = out.view(-1)
+    p = block.numel()
+    whole = flat.numel() // p
+    if whole:
+        flat[:whole * p].view(whole, p).copy_(block.expand(whole, p))
+    rest = flat.numel() - whole * p
+    if rest:
+        flat[whole * p:].copy_(block[:rest])
+    return out
 
 
 def check_close(actual: Any, expected: Any, dtype: str, what: str) -> float:

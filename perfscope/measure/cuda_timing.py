@@ -131,7 +131,8 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
               warmup_s: float, min_runs: int, max_runs: int, budget_s: float,
               flush_l2: bool, cuda_graph: bool | None, setup: Callable[[int], Any] | None,
               params: Callable[[int], Any] | None, set_bytes: float | None,
-              verify: Callable[[tuple[Any, ...], Any], float] | None) -> TimingStats:
+              verify: Callable[[tuple[Any, ...], Any], float] | None,
+              verify_sets: int) -> TimingStats:
     """The CUDA half of ``timing.benchmark`` (see there); ``sets`` are the eager input sets."""
     import torch
 
@@ -150,7 +151,7 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
                                    rotate=setup is not None, cold=flush_l2,
                                    max_call_s=math.inf if cuda_graph else GRAPH_MAX_CALL_S,
                                    held_bytes=tensor_bytes(sets[0]))
-        keep = verify is not None
+        keep = verify_sets if verify is not None else 0
         sampler = sampler_for(device)
         assert sampler is not None
         if plan is not None:
@@ -186,7 +187,7 @@ def graph_sets(sets: Sequence[tuple[Any, ...]], n: int, setup: Callable[[int], A
 
 def _time_events(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], device: str,
                  est: float, flush: Callable[[], None] | None, budget_s: float, min_runs: int,
-                 max_runs: int, keep: bool) -> tuple[TimingStats, dict[int, Any]]:
+                 max_runs: int, keep: int) -> tuple[TimingStats, dict[int, Any]]:
     import torch
 
     from perfscope.measure.timing import kept_sets, run_count, summarize, synchronize
@@ -194,7 +195,7 @@ def _time_events(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], device
     n = run_count(est, budget_s=budget_s, min_runs=min_runs, max_runs=max_runs)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    want = kept_sets(len(sets)) if keep else set()
+    want = kept_sets(len(sets), keep) if keep else set()
     outs: dict[int, Any] = {}
     for j in range(n):
         if flush is not None:
@@ -211,7 +212,7 @@ def _time_events(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], device
 
 def _time_graph(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], plan: GraphPlan,
                 device: str, est: float, flush: Callable[[], None] | None, budget_s: float,
-                min_runs: int, max_runs: int, keep: bool) -> tuple[TimingStats, dict[int, Any]]:
+                min_runs: int, max_runs: int, keep: int) -> tuple[TimingStats, dict[int, Any]]:
     import torch
 
     from perfscope.measure.timing import kept_sets, run_count, summarize, synchronize
@@ -224,7 +225,7 @@ def _time_graph(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], plan: G
             fn(*sets[j])
     torch.cuda.current_stream(dev).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    want = kept_sets(min(plan.sets, plan.inner)) if keep else set()
+    want = kept_sets(min(plan.sets, plan.inner), keep) if keep else set()
     outs: dict[int, Any] = {}
     with torch.cuda.graph(graph):
         for j in range(plan.inner):

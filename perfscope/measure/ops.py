@@ -21,17 +21,23 @@ from perfscope.measure.opcases import (
     DECODE_BATCHES,
     DECODE_BATCHES_QUICK,
     TARGET_CALL_S,
+    TARGET_CALL_S_QUICK,
+    WEIGHT_CAP_QUICK,
     OpCase,
+    annotate,
     plan_cases,
 )
 from perfscope.measure.runners import build_runner
 from perfscope.measure.runners.gemm import check_not_weight_only
 from perfscope.measure.runners.pointwise import EMBED_TABLE_CAP
 from perfscope.measure.skips import reason_or_raise
-from perfscope.measure.timing import benchmark, is_cuda
+from perfscope.measure.timing import VERIFY_SETS, benchmark, is_cuda
 from perfscope.measure.types import MeasuredPoint
 
 EMBED_TABLE_CAP_QUICK = 64 * 2**20
+# quick mode checks the outputs of two input sets per op (the first, whose weights every set
+# shares, and the last, a rotated one); full mode up to timing.VERIFY_SETS
+VERIFY_SETS_QUICK = 2
 
 
 def predicted_time(op: Op, hw: Any, ceiling: str) -> tuple[float, str]:
@@ -45,7 +51,7 @@ def predicted_time(op: Op, hw: Any, ceiling: str) -> tuple[float, str]:
 
 def time_case(case: OpCase, device: str, *, budget_s: float, warmup_s: float = 0.02,
               hw: Any = None, ceiling: str = "empirical", flush_l2: bool = True,
-              embed_cap: int = EMBED_TABLE_CAP) -> MeasuredPoint:
+              embed_cap: int = EMBED_TABLE_CAP, verify_sets: int = VERIFY_SETS) -> MeasuredPoint:
     """Time one case and check its timed outputs; the point carries the prediction and the
     percentage of roof when ``hw`` is given. Raises Skip without a faithful kernel."""
     op = case.op
@@ -61,11 +67,13 @@ def time_case(case: OpCase, device: str, *, budget_s: float, warmup_s: float = 0
         stats = benchmark(runner.fn, device=device, warmup_s=warmup_s, budget_s=budget_s,
                           setup=lambda i: runner.inputs(10 * i + 1),
                           params=lambda i: runner.params(10 * i + 2), set_bytes=op.bytes,
-                          flush_l2=flush_l2, cuda_graph=None, verify=verify)
+                          flush_l2=flush_l2, cuda_graph=None, verify=verify,
+                          verify_sets=verify_sets)
     extra: dict[str, Any] = {"phase": case.phase, "impl": runner.impl,
                              "check_max_rel_err": max(errs), "scale": case.scale,
                              "analytic_dtype": case.full.dtype,
                              "full_shape": dict(case.full.shape or {}), "count": op.count,
+                             "checked_sets": len(errs),
                              "op_impl": dict(op.impl or {}), **runner.extra}
     if case.scale_note:
         extra["scale_note"] = case.scale_note
@@ -153,7 +161,7 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
                          attention=attention)
     graphs: dict[str, tuple[Op, ...]] = {}
     for ph, s in scen.items():
-        graphs[ph] = analyze(m, hw, s).graph.ops
+        graphs[ph] = annotate(analyze(m, hw, s).graph.ops)
     names = {op.name for ops in graphs.values() for op in ops}
     if only:
         want = set(only)
@@ -165,13 +173,14 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
                        bytes_per_s=rates[1], sweep=sweep, skipped=run.skipped)
     budget = 0.08 if quick else 0.5
     cap = EMBED_TABLE_CAP_QUICK if quick else EMBED_TABLE_CAP
+    checks = VERIFY_SETS_QUICK if quick else VERIFY_SETS
     for i, c in enumerate(cases):
         if progress:
             progress(c.label, i, len(cases))
         what = f"op {c.label} {dict(c.op.shape or {})}"
         try:
             run.points.append(time_case(c, device, budget_s=budget, hw=hw, ceiling=ceiling,
-                                        embed_cap=cap))
+                                        embed_cap=cap, verify_sets=checks))
         except Exception as e:  # a skip is a line; anything else stops the run
             run.skipped.append(f"{what}: {reason_or_raise(what, e)}; skipped")
     if progress:
@@ -185,10 +194,13 @@ def bench_model_ops(model: str, hw: Any, *, device: str, phases: Iterable[str], 
                        "attention": s.attention}
                       for s in scen.values()],
         "scaling": ("none (GPU: full shapes)" if is_cuda(device) else
-                    f"CPU: shapes scaled so one call is estimated under {TARGET_CALL_S * 1e3:.0f}"
-                    " ms at the local ceilings; widths kept; GEMM rows, attention batch then "
-                    "KV-head groups, or tokens scaled; each point's extra.scale and "
-                    "extra.scale_note state it"),
+                    "CPU: shapes scaled so one call is estimated under "
+                    f"{(TARGET_CALL_S_QUICK if quick else TARGET_CALL_S) * 1e3:.0f} ms at the "
+                    "local ceilings; GEMM rows, attention batch then KV-head groups, or tokens "
+                    "scaled; widths kept" +
+                    (f", except GEMM weights cut to {WEIGHT_CAP_QUICK // 2**20} MiB (expert "
+                     "groups, then output columns)" if quick else "") +
+                    "; each point's extra.scale and extra.scale_note state it"),
         "decode_sweep_batches": list(DECODE_BATCHES_QUICK if quick else DECODE_BATCHES),
     })
     note = roof_note(run.points, measured_roof=measured_roof, hw_name=hw.name, ceiling=ceiling)

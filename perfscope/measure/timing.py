@@ -15,10 +15,12 @@ torch is imported inside functions only.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from perfscope.errors import InputError, MeasureError
@@ -91,12 +93,19 @@ def cache_bytes(device: str) -> int:
     return max(caches.values()) if caches else 32 * 2**20
 
 
-def make_flush(device: str) -> Callable[[], None]:
-    """A function that overwrites a buffer larger than the device's L2 (CPU: last-level cache)."""
+@functools.lru_cache(maxsize=2)
+def _flush_buffer(device: str, nbytes: int) -> Any:
+    """One flush buffer per device, kept: allocating tens of MB per benchmark costs a page
+    fault per 4 KiB page each time (the allocator maps large blocks fresh and unmaps them on
+    free), which showed as most of a quick run's system time."""
     import torch
 
-    buf = torch.empty(flush_buffer_bytes(cache_bytes(device)), dtype=torch.int8,
-                      device=torch.device(device))
+    return torch.empty(nbytes, dtype=torch.int8, device=torch.device(device))
+
+
+def make_flush(device: str) -> Callable[[], None]:
+    """A function that overwrites a buffer larger than the device's L2 (CPU: last-level cache)."""
+    buf = _flush_buffer(device, flush_buffer_bytes(cache_bytes(device)))
     val = [0]
 
     def flush() -> None:
@@ -155,7 +164,7 @@ def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 
               flush_l2: bool = True, cuda_graph: bool | None = False,
               setup: Callable[[int], Any] | None = None,
               params: Callable[[int], Any] | None = None, set_bytes: float | None = None,
-              verify: Verify | None = None) -> TimingStats:
+              verify: Verify | None = None, verify_sets: int = VERIFY_SETS) -> TimingStats:
     """Time ``fn`` repeatedly and return its distribution in seconds.
 
     - Calls: ``fn()`` without ``setup``; ``fn(setup(i))`` with it; ``fn(setup(i), params(i))``
@@ -173,9 +182,11 @@ def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 
       (weights included) that each call's data was evicted by the ones before it
       (``cuda_timing.graph_plan``, from ``set_bytes``, the bytes one call reads and writes);
       where those sets do not fit in memory, it times flushed single calls instead.
-    - ``verify(args, out)``: called after timing on the outputs of timed calls of up to
-      VERIFY_SETS distinct sets (``args`` is the call's argument tuple); it raises on a wrong
-      result. This checks the timed calls themselves, graph replays included.
+    - ``verify(args, out)``: called after timing on the output of one timed call of each of
+      up to ``verify_sets`` distinct input sets, spread over them with the first and the
+      last included (``args`` is the call's argument tuple); it raises on a wrong result.
+      This checks the timed calls themselves, graph replays included. Repeated calls on one
+      set are the same computation on the same data, so one output per set is checked.
     - CPU timing uses perf_counter; the thread count in force is recorded in the result
       (set it with ``set_cpu_threads`` first). CUDA timing samples NVML telemetry.
     """
@@ -188,6 +199,8 @@ def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 
         raise InputError("cuda_graph=True needs a CUDA device")
     if params is not None and setup is None:
         raise InputError("params needs setup: weights go with input sets")
+    if verify_sets < 1:
+        raise InputError(f"verify_sets {verify_sets}: check at least one input set")
 
     shared = params(0) if params is not None else None
     sets: list[tuple[Any, ...]] = []
@@ -206,12 +219,13 @@ def benchmark(fn: Callable[..., Any], *, device: str = "cpu", warmup_s: float = 
         return cuda_timing.time_cuda(
             fn, sets, device=device, warmup_s=warmup_s, min_runs=min_runs, max_runs=max_runs,
             budget_s=budget_s, flush_l2=flush_l2, cuda_graph=cuda_graph,
-            setup=setup, params=params, set_bytes=set_bytes, verify=verify)
+            setup=setup, params=params, set_bytes=set_bytes, verify=verify,
+            verify_sets=verify_sets)
 
     warm_up(call, device, warmup_s)  # the CPU loop is budgeted by wall time, not by estimate
     flush = make_flush(device) if flush_l2 else None
     stats, outs = _time_cpu(call, len(sets), flush, budget_s, min_runs, max_runs,
-                            keep=verify is not None)
+                            keep=verify_sets if verify is not None else 0)
     if verify is not None:
         verify_outputs(verify, sets, outs)
     return stats
@@ -236,27 +250,50 @@ def warm_up(call: Callable[[int], Any], device: str, warmup_s: float) -> float:
 
 def verify_outputs(verify: Verify, sets: Sequence[tuple[Any, ...]],
                    outs: dict[int, Any]) -> float:
-    """Check the kept output of each set; returns the largest error."""
+    """Check the kept output of each set (on one CPU thread: see ``one_thread``); returns
+    the largest error."""
     if not outs:
         raise MeasureError("no timed output was kept to check")
-    return max(verify(sets[i], out) for i, out in sorted(outs.items()))
+    with one_thread():
+        return max(verify(sets[i], out) for i, out in sorted(outs.items()))
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU ops on one thread inside (the checks, which are not timed).
+
+    A parallel region waits for all of its threads: when another process holds one of the
+    cores, a tiny float64 product on 2 threads took ~16 ms against 0.04 ms on one, and a
+    check is hundreds of such small products."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def kept_sets(n_sets: int, limit: int = VERIFY_SETS) -> set[int]:
-    """Which of ``n_sets`` input sets have an output checked: all, or ``limit`` spread out."""
+    """Which of ``n_sets`` input sets have an output checked: all, or ``limit`` spread out
+    (the first and, from two on, the last included)."""
     if n_sets <= limit:
         return set(range(n_sets))
+    if limit <= 1:
+        return {0}
     return {round(i * (n_sets - 1) / (limit - 1)) for i in range(limit)}
 
 
 def _time_cpu(call: Callable[[int], Any], n_sets: int, flush: Callable[[], None] | None,
               budget_s: float, min_runs: int, max_runs: int, *,
-              keep: bool) -> tuple[TimingStats, dict[int, Any]]:
+              keep: int) -> tuple[TimingStats, dict[int, Any]]:
+    """``keep``: the outputs of up to this many input sets are returned for checking."""
     import torch
 
     samples: list[float] = []
     outs: dict[int, Any] = {}
-    want = kept_sets(n_sets) if keep else set()
+    want = kept_sets(n_sets, keep) if keep else set()
     start = time.perf_counter()
     j = 0
     # the budget counts wall time including flushes, so --quick bounds the whole run

@@ -45,4 +45,10 @@ def build_runner(op: Op, device: str, *, embed_cap: int | None = None) -> Runner
             return pointwise.add_runner(op, device)
         if impl.get("op") == "quant_per_token":
             return pointwise.quant_runner(op, device)
+        if impl.get("op") == "repeat_kv":
+            return attention.repeat_kv_runner(op, device)
+        if impl.get("op") == "cast":
+            raise no_kernel(op, "the cast of the cached latent to the up-projection's input "
+                                "dtype: the op does not say the cache dtype or how many of its "
+                                "rows come from the cache, so what it reads is unknown")
     raise no_kernel(op, f"no runner for a {op.kind} op computing {impl}")

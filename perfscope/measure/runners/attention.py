@@ -1,5 +1,5 @@
 """Attention runners: the fused (flash) path through ``F.scaled_dot_product_attention``, and
-the two GEMMs of the unfused (eager) path, scores and values.
+the unfused (eager) path's two GEMMs, scores and values, and its repeat_kv copy (GQA/MQA).
 
 Shapes follow the analytic op: ``batch`` sequences of ``q_len`` queries over ``kv_len`` keys
 (a prefill longer than its sliding window attends ``q_len`` keys through the window mask),
@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from perfscope.analytic.ops import Op
+from perfscope.errors import MeasureError
 from perfscope.measure.checks import random_tensor
 from perfscope.measure.dtypes import torch_dtype
 from perfscope.measure.runners.common import Runner, compare, need, no_kernel, shape
@@ -135,3 +136,43 @@ def attention_runner(op: Op, device: str) -> Runner:
         return torch.softmax(s, -1) @ v64
 
     return Runner(desc, fn, inputs, lambda s: {}, verify)
+
+
+def repeat_kv_runner(op: Op, device: str) -> Runner:
+    """Eager GQA/MQA's copy of K and V out to every query head, transformers' ``repeat_kv``:
+    x[:, :, None].expand(b, kv_heads, n_rep, s, d).reshape(b, kv_heads * n_rep, s, d), for K
+    and for V. The op's ``tokens`` are batch x keys; its layout (``batch``, ``kv_heads``,
+    head dims) comes from the attention op it feeds (``opcases.annotate``)."""
+    import torch
+
+    impl = need(op, "n_rep", "kv_heads", "head_dim_qk", "head_dim_v")
+    sh = shape(op, "tokens", "width")
+    n_rep, kv = int(impl["n_rep"]), int(impl["kv_heads"])
+    dqk, dv = int(impl["head_dim_qk"]), int(impl["head_dim_v"])
+    t, w = sh["tokens"], sh["width"]
+    if w != kv * (dqk + dv):
+        raise no_kernel(op, f"width {w} is not {kv} KV heads x ({dqk} + {dv})")
+    if op.dequant_flops:
+        raise no_kernel(op, "an 8-bit cache dequantized while it is copied has no runner")
+    b = int(impl.get("batch") or 1)
+    b = b if t % b == 0 else 1  # a CPU-scaled op keeps whole sequences only if it can
+    s = t // b
+    dt = torch_dtype(op.dtype)
+
+    def rep(x: Any) -> Any:  # transformers' repeat_kv
+        bb, h, ss, d = x.shape
+        return x[:, :, None, :, :].expand(bb, h, n_rep, ss, d).reshape(bb, h * n_rep, ss, d)
+
+    def verify(args: tuple[Any, ...], out: Any) -> float:
+        (k, v), _ = args
+        for got, src, name in ((out[0], k, "K"), (out[1], v, "V")):
+            # head h of the copy is KV head h // n_rep, exactly (a copy does not round)
+            if not torch.equal(got, src.repeat_interleave(n_rep, dim=1)):
+                raise MeasureError(f"{op.name}: wrong {name} copy")
+        return 0.0
+
+    return Runner(f"repeat_kv (expand + reshape copy) of K and V, {kv} -> {kv * n_rep} heads",
+                  lambda kvs, p: (rep(kvs[0]), rep(kvs[1])),
+                  lambda seed: (random_tensor((b, kv, s, dqk), dt, device, seed=seed),
+                                random_tensor((b, kv, s, dv), dt, device, seed=seed + 1)),
+                  lambda seed: {}, verify)

@@ -43,4 +43,4 @@ def gemm_runner(op: Op, device: str) -> Runner:
         desc = "F.linear(x, W" + (", b)" if g.bias else ")")
     extra = {"padded_m": g.m_run} if g.m_run != g.m else {}
     return Runner(desc, fn, lambda s: g.x(device, seed=100 + s),
-                  lambda s: g.w(device, seed=1 + 10 * s), g.verify, extra)
+                  lambda s: g.w(device, seed=1 + 10 * s), g.checker(), extra)

@@ -1,13 +1,18 @@
 """Mixture-of-experts runners: routing (which experts each token goes to, with what weight)
 and the weighted combine of the experts' outputs.
 
-- ``softmax_topk`` (Mixtral, Qwen-MoE): probabilities = softmax(logits) in float32, the
-  top-k, renormalized to sum to one (``renormalize``, default on: Mixtral always, Qwen3-MoE by
-  norm_topk_prob; Qwen2-MoE's configs turn it off).
+The routing op's ``impl`` carries transformers' config fields: ``norm_topk_prob`` (renormalize
+the top-k weights to sum to one), and for DeepSeek-V3 ``n_group``, ``topk_group`` and
+``routed_scaling_factor``.
+
+- ``softmax_topk`` (Mixtral, Qwen2-MoE, Qwen3-MoE): probabilities = softmax(logits) in
+  float32, the top-k, renormalized when ``norm_topk_prob`` (Mixtral always; the Qwen-MoE
+  configs say, and default to no).
 - ``sigmoid_group_topk`` (DeepSeek-V3): scores = sigmoid(logits); experts are chosen by
-  scores + e_score_correction_bias within the ``topk_groups`` best of ``groups`` expert groups
-  (a group scores the sum of its top two); weights are the chosen scores, renormalized, times
-  ``routed_scaling``. It needs the group counts on the op; without them it is skipped.
+  scores + e_score_correction_bias within the ``topk_group`` best of ``n_group`` expert
+  groups (a group scores the sum of its top two); weights are the chosen scores, renormalized
+  when ``norm_topk_prob``, times ``routed_scaling_factor``. Without the group counts on the op
+  it is skipped.
 - ``weighted_sum``: out[t] = sum over the token's k expert outputs of weight * output.
 """
 
@@ -41,7 +46,7 @@ def routing_runner(op: Op, device: str) -> Runner:
     sh = shape(op, "tokens", "width")
     t, E = sh["tokens"], sh["width"]
     k, kind = int(impl["top_k"]), impl["routing"]
-    renorm = bool(impl.get("renormalize", True))
+    renorm = bool(impl.get("norm_topk_prob", True))
     dt = torch_dtype(op.dtype)
     if kind == "softmax_topk":
         def fn(logits: Any, p: Any) -> tuple[Any, Any]:
@@ -59,12 +64,12 @@ def routing_runner(op: Op, device: str) -> Runner:
         desc = f"softmax, top-{k} of {E}" + (", renormalized" if renorm else "")
         params: Any = lambda s: {}  # noqa: E731
     elif kind == "sigmoid_group_topk":
-        if "groups" not in impl or "topk_groups" not in impl:
+        if "n_group" not in impl or "topk_group" not in impl:
             raise no_kernel(op, "sigmoid group top-k routing (DeepSeek-V3) needs the expert "
-                                "group counts (Op.impl groups, topk_groups), which the analytic "
-                                "op does not carry")
-        n_g, k_g = int(impl["groups"]), int(impl["topk_groups"])
-        scaling = float(impl.get("routed_scaling", 1.0))
+                                "group counts (Op.impl n_group, topk_group), which the "
+                                "analytic op does not carry")
+        n_g, k_g = int(impl["n_group"]), int(impl["topk_group"])
+        scaling = float(impl.get("routed_scaling_factor", 1.0))
         if E % n_g:
             raise no_kernel(op, f"{E} experts are not {n_g} equal groups")
 

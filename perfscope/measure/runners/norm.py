@@ -1,5 +1,6 @@
 """Norm runners: RMSNorm or LayerNorm over groups of ``group`` elements (whole rows, or per
-head for Qwen3's q/k norms), optionally after the residual add and before int8 quantization.
+head for Qwen3's q/k norms), optionally after the residual add and before per-token
+quantization (int8 or fp8, the GEMM input it feeds).
 
     rmsnorm:   out = x / sqrt(mean(x^2) + eps) * w           (Llama, Qwen, Mistral, Gemma)
     layernorm: out = (x - mean(x)) / sqrt(var(x) + eps) * w + b   (GPT-2, OPT)
@@ -23,6 +24,7 @@ from perfscope.measure.runners.common import (
     compare,
     need,
     no_kernel,
+    quant_dtype,
     quant_note,
     quant_per_token,
     shape,
@@ -37,6 +39,7 @@ def norm_runner(op: Op, device: str) -> Runner:
     t, w = sh["tokens"], sh["width"]
     kind, group = impl["norm"], int(impl.get("group") or w)
     fused, quant = bool(impl.get("fused_add")), bool(impl.get("quant_out"))
+    target = quant_dtype(op) if quant else ""
     if kind not in EPS:
         raise no_kernel(op, f"norm {kind!r}: no runner (rmsnorm and layernorm have one)")
     if w % group:
@@ -56,7 +59,7 @@ def norm_runner(op: Op, device: str) -> Runner:
         h = xs[0] + xs[1] if fused else xs[0]
         out = norm(h, p)
         if quant:
-            q, s = quant_per_token(out)
+            q, s = quant_per_token(out, target)
             return (q, s, h) if fused else (q, s)
         return (out, h) if fused else out
 
@@ -92,7 +95,7 @@ def norm_runner(op: Op, device: str) -> Runner:
         if fused:
             err = compare(parts[-1], h64, op.dtype, f"{what} (residual)")
         if quant:
-            return max(err, check_quant(parts[0], parts[1], out64, what))
+            return max(err, check_quant(parts[0], parts[1], out64, what, target))
         return max(err, compare(parts[0], out64, op.dtype, what))
 
     per = f" per group of {group}" if group != w else ""

@@ -1,5 +1,5 @@
 """Element-wise and row-wise runners: activations (plain and gated), residual and position
-adds, per-token int8 quantization, the masked softmax of eager attention, rotary embedding,
+adds, per-token int8/fp8 quantization, the masked softmax of eager attention, rotary embedding,
 and the embedding gather. Each float64 reference follows the transformers code.
 """
 
@@ -13,10 +13,12 @@ from perfscope.analytic.ops import Op
 from perfscope.measure.checks import random_tensor
 from perfscope.measure.dtypes import torch_dtype
 from perfscope.measure.runners.common import (
+    QMAX,
     Runner,
     check_quant,
     need,
     no_kernel,
+    quant_dtype,
     quant_note,
     quant_per_token,
     shape,
@@ -69,11 +71,12 @@ def activation_runner(op: Op, device: str) -> Runner:
         raise no_kernel(op, f"activation {name!r} has no runner ({', '.join(sorted(fns))})")
     act, act64, desc = fns[name]
     gated, quant = bool(impl["gated"]), bool(impl.get("quant_out"))
+    target = quant_dtype(op) if quant else ""
     dt = torch_dtype(op.dtype)
 
     def fn(x: Any, p: Any) -> Any:
         y = act(x[:, :w]) * x[:, w:] if gated else act(x)
-        return quant_per_token(y) if quant else y
+        return quant_per_token(y, target) if quant else y
 
     def reference(x: Any, p: Any) -> Any:
         x64 = x.double()
@@ -83,7 +86,7 @@ def activation_runner(op: Op, device: str) -> Runner:
 
     def verify(args: tuple[Any, ...], out: Any) -> float:
         if quant:
-            return check_quant(out[0], out[1], reference(*args), op.name)
+            return check_quant(out[0], out[1], reference(*args), op.name, target)
         return ref_verify(args, out)
 
     return Runner((f"{desc}(gate) * up" if gated else desc) + quant_note(impl), fn,
@@ -109,11 +112,13 @@ def quant_runner(op: Op, device: str) -> Runner:
     t, w = sh["tokens"], sh["width"]
     dt = torch_dtype(op.dtype)
 
-    def verify(args: tuple[Any, ...], out: Any) -> float:
-        return check_quant(out[0], out[1], args[0].double(), op.name)
+    target = quant_dtype(op)
 
-    return Runner("per-token int8 quant (scale = max|x| / 127)",
-                  lambda x, p: quant_per_token(x),
+    def verify(args: tuple[Any, ...], out: Any) -> float:
+        return check_quant(out[0], out[1], args[0].double(), op.name, target)
+
+    return Runner(f"per-token {target} quant (scale = max|x| / {QMAX[target]:g})",
+                  lambda x, p: quant_per_token(x, target),
                   lambda s: random_tensor((t, w), dt, device, seed=s), lambda s: {}, verify)
 
 
@@ -225,8 +230,8 @@ def embedding_runner(op: Op, device: str, cap: int = EMBED_TABLE_CAP) -> Runner:
     impl = need(op, "op")
     sh = shape(op, "tokens", "width")
     t, w, vocab = sh["tokens"], sh["width"], sh.get("vocab", 32000)
-    eb = DTYPE_BITS[op.dtype] // 8
-    v_run = vocab if device.startswith("cuda") else max(t, min(vocab, cap // (w * eb)))
+    eb = DTYPE_BITS[op.dtype] / 8  # bytes per element (fractional below 8 bits)
+    v_run = vocab if device.startswith("cuda") else max(t, min(vocab, int(cap / (w * eb))))
     dt = torch_dtype(op.dtype)
     scale = bool(impl.get("scale"))
     norm = torch.tensor(math.sqrt(w), dtype=dt, device=device)

@@ -170,7 +170,9 @@ def _qwen_moe(c: _Cfg, name: str) -> ModelSpec:
     spec["moe"] = MoESpec(n_experts=experts, top_k=c.int("num_experts_per_tok"),
                           expert_intermediate=c.int("moe_intermediate_size"),
                           shared_intermediate=shared, shared_expert_gate=bool(shared),
-                          dense_layers=dense)
+                          dense_layers=dense,
+                          # Qwen2MoeConfig / Qwen3MoeConfig: norm_topk_prob defaults to False
+                          norm_topk_prob=bool(c.opt("norm_topk_prob", False)))
     win = c.opt("sliding_window")
     if win and c.opt("use_sliding_window", False):
         if mt == "qwen2_moe":  # Qwen2MoeConfig: odd-numbered layers below max_window_layers
@@ -242,6 +244,15 @@ def _opt(c: _Cfg, name: str) -> ModelSpec:
     return ModelSpec(**spec)
 
 
+def _positive(c: _Cfg, key: str, default: int) -> int:
+    """An optional positive integer field (transformers' default when absent or null)."""
+    v = c.opt(key, default)
+    v = default if v is None else v
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise SpecError(c.file, c.prefix + key, f"expected a positive integer, got {v!r}")
+    return v
+
+
 def _deepseek_v3(c: _Cfg, name: str) -> ModelSpec:
     n = c.int("num_hidden_layers")
     mla = MLASpec(q_lora_rank=c.opt("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
@@ -260,7 +271,11 @@ def _deepseek_v3(c: _Cfg, name: str) -> ModelSpec:
         moe=MoESpec(n_experts=c.int("n_routed_experts"), top_k=c.int("num_experts_per_tok"),
                     expert_intermediate=moe_i, shared_intermediate=n_shared * moe_i,
                     router_bias=c.opt("topk_method", "noaux_tc") == "noaux_tc",
-                    dense_layers=dense))
+                    dense_layers=dense,
+                    # DeepseekV3Config's defaults: 8 groups, the best 4, x2.5, renormalized
+                    norm_topk_prob=bool(c.opt("norm_topk_prob", True)),
+                    n_group=_positive(c, "n_group", 8), topk_group=_positive(c, "topk_group", 4),
+                    routed_scaling_factor=float(c.opt("routed_scaling_factor", 2.5))))
     return ModelSpec(**spec)
 
 
@@ -319,4 +334,13 @@ def _check(s: ModelSpec, file: str) -> ModelSpec:
     if s.moe and not 1 <= s.moe.top_k <= s.moe.n_experts:
         raise SpecError(file, "num_experts_per_tok", f"top-k {s.moe.top_k} not in "
                         f"1..{s.moe.n_experts}", None)
+    e = s.moe
+    if e and e.n_group > 1:  # group routing picks top_k within topk_group whole groups
+        if e.n_experts % e.n_group:
+            raise SpecError(file, "n_group", f"{e.n_experts} experts are not {e.n_group} "
+                            "equal groups", None)
+        if e.topk_group > e.n_group or e.top_k > e.topk_group * (e.n_experts // e.n_group):
+            raise SpecError(file, "topk_group", f"top-{e.top_k} within {e.topk_group} of "
+                            f"{e.n_group} groups of {e.n_experts // e.n_group} experts is "
+                            "impossible", None)
     return s

@@ -18,6 +18,14 @@ class MoESpec:
     shared_expert_gate: bool = False  # qwen2_moe: sigmoid gate Linear(hidden, 1)
     router_bias: bool = False  # deepseek-v3: e_score_correction_bias (n_experts)
     dense_layers: frozenset[int] = frozenset()  # layers with a dense MLP instead
+    # routing, as transformers' config names it: renormalize the top-k weights to sum to 1
+    # (Mixtral always; Qwen-MoE and DeepSeek-V3 by norm_topk_prob); DeepSeek-V3 picks experts
+    # within the topk_group best of n_group expert groups and scales the weights by
+    # routed_scaling_factor (1 group and a factor of 1 elsewhere: plain top-k)
+    norm_topk_prob: bool = True
+    n_group: int = 1
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
