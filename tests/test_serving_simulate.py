@@ -172,3 +172,24 @@ def test_run_length_in_requests_per_run(setup):
     assert float(a.ttft_s) == pytest.approx(float(b.ttft_s), rel=1e-12)
     one = serve(sm, BARE, 200, 3000, 200, bench=Benchmark("closed_loop", None, 100.0))
     assert float(one.ttft_s) == pytest.approx(float(one.ttft_burst_s), rel=1e-12)
+
+
+def test_batch_wait_by_hand():
+    """TensorRT-LLM batch waiting: the prompt that opens the window waits T_eff iterations,
+    the lambda T_eff that join it half that, T_eff = min(T, (n - 1) / lambda) with n prompts
+    filling the token ratio; off (0) by default, and nothing waits with nothing decoding."""
+    from perfscope.serving.simulate import batch_wait
+
+    off = batch_wait(BARE, np.array([5.0]), np.array([1024.0]), np.array([0.5]))
+    assert float(off[0]) == 0.0
+    eng = dataclasses.replace(BARE, batch_wait_iters=4)  # no token ratio: T alone
+    got = batch_wait(eng, np.array([1.0, 5.0]), np.array([1024.0, 1024.0]),
+                     np.array([0.5, 0.5]))
+    assert float(got[0]) == 0.0  # the first wave meets no decode and is not held
+    assert float(got[1]) == pytest.approx(4 * (1 + 0.5 * 4 / 2) / (1 + 0.5 * 4))  # 8/3
+    # ratio 0.5 of 8192 tokens with 4 decodes: 4092 prompt tokens, n = ceil(4092/1024) = 4
+    eng = dataclasses.replace(BARE, batch_wait_iters=4, batch_wait_tokens_ratio=0.5)
+    got = batch_wait(eng, np.array([5.0, 5.0]), np.array([1024.0, 1024.0]),
+                     np.array([1.0, 0.5]))
+    assert float(got[0]) == pytest.approx(3 * (1 + 1.5) / (1 + 3))  # T_eff = 3 / 1 = 3 < 4
+    assert float(got[1]) == pytest.approx(4 * (1 + 1.0) / (1 + 2))  # T_eff = min(4, 6)

@@ -190,3 +190,15 @@ def test_efficiency_scales_the_roofs():
     n = float(sm.decode.instances[~sm.decode.link].sum())
     fixed = float(sm.decode_time(1, 100, Efficiency(1.0, 1.0, 1.0, 3e-6, None)))
     assert fixed == pytest.approx(base + n * 3e-6, rel=1e-9)
+
+
+def test_breakdown_parts_sum_to_the_step(case):
+    """The residual report's breakdown splits a step without losing or double counting."""
+    sm = case[3]
+    eff = Efficiency(0.7, 0.8, 0.6, 5e-6, 20e-6, 0.5)
+    for pm, phi in ((sm.decode, sm.decode_features(37, 3001)),
+                    (sm.fill, sm.fill_features(3, 900, 0))):
+        parts = sm.breakdown(pm, phi, eff)
+        assert all(float(v) >= 0 for v in parts.values())
+        total = sum(float(v) for v in parts.values())
+        assert total == pytest.approx(float(sm.time(pm, phi, eff)), rel=1e-12)

@@ -17,7 +17,13 @@ Documented defaults (from each engine's own configuration, not fitted):
   (TensorRT-LLM ``free_gpu_memory_fraction``);
 - ``kv_admission``: ``full``: a request is admitted only with KV pages for its whole length
   (TensorRT-LLM's guaranteed-no-evict scheduler); ``current``: pages are taken as tokens come
-  (vLLM, SGLang), so a running sequence holds ``isl + osl / 2`` tokens on average.
+  (vLLM, SGLang), so a running sequence holds ``isl + osl / 2`` tokens on average;
+- ``batch_wait_iters``, ``batch_wait_tokens_ratio``: TensorRT-LLM's ``batch_wait_timeout_iters``
+  and ``batch_wait_max_tokens_ratio`` (PyTorch executor; default 0, off): while sequences are
+  decoding, a waiting prompt is held back until that many iterations have passed or the step's
+  tokens reach that fraction of ``max_num_tokens``, so prompts prefill together
+  (perfscope/serving/simulate.py prices the wait). Off in every engine's defaults; the
+  calibration sets it where the benchmark's server configuration did.
 
 Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded). The
 kernel parameters are shared by all engines (the neutral fit: held out, sharing generalised
@@ -77,6 +83,8 @@ class EngineParams:
     memory_fraction: float
     memory_policy: str  # total | free
     kv_admission: str  # full | current
+    batch_wait_iters: int = 0  # TensorRT-LLM batch_wait_timeout_iters (0: off)
+    batch_wait_tokens_ratio: float = 0.0  # TensorRT-LLM batch_wait_max_tokens_ratio
     flops_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
     moe_flops_efficiency: float = 1.0
@@ -210,7 +218,15 @@ def load_engines(path: str | None = None) -> EngineTable:
             max_num_seqs=int(e.num("max_num_seqs")),
             kv_block_tokens=int(e.num("kv_block_tokens")),
             memory_fraction=e.num("memory_fraction"), memory_policy=policy,
-            kv_admission=admission)
+            kv_admission=admission,
+            batch_wait_iters=int(e.num("batch_wait_iters", 0, positive=False)),
+            batch_wait_tokens_ratio=e.num("batch_wait_tokens_ratio", 0.0, positive=False))
+        if kw["batch_wait_iters"] < 0:
+            raise SpecError(str(p), f"engines.{name}.batch_wait_iters",
+                            f"{kw['batch_wait_iters']} is negative", "use 0 (off) or more")
+        if not 0 <= kw["batch_wait_tokens_ratio"] <= 1:
+            raise SpecError(str(p), f"engines.{name}.batch_wait_tokens_ratio",
+                            f"{kw['batch_wait_tokens_ratio']} is outside [0, 1]", None)
         ft = e.table("fitted", required=True)
         assert ft is not None
         for k in FITTED:
@@ -284,8 +300,11 @@ def to_toml(table: EngineTable) -> str:
                 f"mixed_batches = {str(e.mixed_batches).lower()}",
                 f"max_num_seqs = {e.max_num_seqs}", f"kv_block_tokens = {e.kv_block_tokens}",
                 f"memory_fraction = {e.memory_fraction}",
-                f'memory_policy = "{e.memory_policy}"', f'kv_admission = "{e.kv_admission}"',
-                "", f"[engines.{e.name}.fitted]"]
+                f'memory_policy = "{e.memory_policy}"', f'kv_admission = "{e.kv_admission}"']
+        if e.batch_wait_iters or e.batch_wait_tokens_ratio:
+            out += [f"batch_wait_iters = {e.batch_wait_iters}",
+                    f"batch_wait_tokens_ratio = {e.batch_wait_tokens_ratio}"]
+        out += ["", f"[engines.{e.name}.fitted]"]
         for k in FITTED:
             v = getattr(e, k)
             if v is not None:

@@ -153,7 +153,8 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
     cycle = p_own + (osl - 1) * d + (r - 1) * delta  # one request's life, queueing aside
     rho = np.minimum(r * p_own / cycle, RHO_MAX)
     queued = rho / (2 * (1 - rho)) * p_own
-    steady = np.where(r > 1, d / 2, 0.0) + queued + p_own
+    steady = np.where(r > 1, d / 2, 0.0) + queued + p_own + \
+        batch_wait(eng, r, isl, r * d / cycle) * d
     burst = _cluster_ttft(sm, eng, eff, kv_bits, r, r, isl, ctx, d, M)
     if bench.kind == "cluster":
         k = np.clip(bench.cluster_scale * c ** bench.cluster_exponent, 1.0, r)
@@ -177,6 +178,30 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
                               o_t + steady + queue, queue, tpot, e2e, c * osl / e2e, mem,
                               kv_seq)
     return Served(*out)
+
+
+def batch_wait(eng: EngineParams, r: np.ndarray, isl: np.ndarray,
+               arrivals: np.ndarray) -> np.ndarray:
+    """Mean decode iterations a lone prompt waits under TensorRT-LLM's batch waiting
+    (``eng.batch_wait_iters`` T, ``eng.batch_wait_tokens_ratio``; 0 when off).
+
+    While ``r - 1`` sequences decode, the first waiting prompt opens a window that closes after
+    T iterations, or earlier once the waiting prompts and the decodes reach the ratio of the
+    step budget (``n`` prompts: ``T_eff = min(T, (n - 1) / lambda)``); every prompt in it is
+    then prefilled together. Prompts arrive at ``arrivals`` (lambda) per iteration: the one
+    that opens the window waits ``T_eff``, the ``lambda T_eff`` that join it wait half of it
+    on average, so the mean is ``T_eff (1 + lambda T_eff / 2) / (1 + lambda T_eff)``. The
+    first wave finds nothing decoding and is not held (the executor waits only beside
+    generation requests)."""
+    if not eng.batch_wait_iters:
+        return np.zeros_like(np.asarray(r, dtype=float))
+    T = float(eng.batch_wait_iters)
+    lam = np.maximum(np.asarray(arrivals, dtype=float), 1e-12)
+    need = eng.batch_wait_tokens_ratio * eng.max_num_tokens - (r - 1)
+    n = np.where(eng.batch_wait_tokens_ratio > 0, np.ceil(np.maximum(need, 0.0) / isl), np.inf)
+    t_eff = np.minimum(T, np.maximum(n - 1, 0.0) / lam)
+    wait = t_eff * (1 + lam * t_eff / 2) / (1 + lam * t_eff)
+    return np.where(r > 1, wait, 0.0)
 
 
 def _cluster_ttft(sm: StepModel, eng: EngineParams, eff: Efficiency, kv_bits: Any,

@@ -198,6 +198,44 @@ class StepModel:
         return (t * cal.scale + cal.fixed_s) @ w + cal.fw_scale * step + \
             cal.fw_fixed_s * (w @ cal.instances)
 
+    def breakdown(self, pm: PhaseModel, phi: np.ndarray, eff: Efficiency = IDEAL,
+                  kv_bits: Any = None) -> dict[str, np.ndarray]:
+        """Where a step's time goes (s, arrays over ``phi``'s leading axes; no calibration):
+        each compute op's roofline time ``max(FLOPs / peak, bytes / bandwidth)`` under
+        ``<class>.compute`` or ``<class>.memory`` (class: ``gemm`` dense projections,
+        ``experts`` routed-expert GEMMs, ``attention``, ``vector`` the rest), its fixed
+        kernel cost under ``fixed``, weight dequantization under ``dequant``, collectives
+        under ``comm``. The parts sum to ``time(pm, phi, eff, kv_bits)``."""
+        n = len(pm.names)
+        if pm.stacked is None:
+            pm = stack(pm)
+        assert pm.stacked is not None
+        q = phi @ pm.stacked
+        scale = self.kv_scale(kv_bits)
+        flops = q[..., :n]
+        nbytes = q[..., n:2 * n] + np.asarray(scale)[..., None] * q[..., 2 * n:3 * n] \
+            if isinstance(scale, np.ndarray) else q[..., n:2 * n] + scale * q[..., 2 * n:3 * n]
+        peak, bw = roofs(pm, eff)
+        tc, tm = flops / peak, nbytes / bw
+        roof = np.maximum(tc, tm)
+        w = pm.instances
+        fixed = pm.fixed_s if eff.kernel_overhead_s is None else \
+            np.where(pm.link, 0.0, eff.kernel_overhead_s)
+        out: dict[str, np.ndarray] = {}
+        cls = np.array(["experts" if pm.expert[i] else
+                        "attention" if pm.kinds[i] == "attention" else
+                        "gemm" if pm.kinds[i] == "gemm" else "vector" for i in range(n)])
+        comp = tc >= tm
+        for c in ("gemm", "experts", "attention", "vector"):
+            sel = (cls == c) & ~pm.link
+            out[f"{c}.compute"] = (roof * (comp & sel)) @ w
+            out[f"{c}.memory"] = (roof * (~comp & sel)) @ w
+        out["fixed"] = np.broadcast_to(float(fixed @ w), roof.shape[:-1]).copy()
+        out["dequant"] = q[..., 3 * n:4 * n] @ w
+        full = self.op_times(pm, phi, eff, kv_bits)
+        out["comm"] = (full * pm.link) @ w
+        return out
+
     def _subset(self, pm: PhaseModel, cal: CalibrationArrays | None, mask: np.ndarray
                 ) -> tuple[PhaseModel, CalibrationArrays | None]:
         """``pm`` (and its calibration) restricted to the ops ``mask`` keeps, memoised."""
