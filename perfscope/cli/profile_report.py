@@ -266,34 +266,30 @@ def profile_torch_here(model: str, *, device: str | None, threads: int | None
     return profile_transformers(model, opts).to_json()
 
 
-def _read_torch_profile(path: Path) -> dict[str, Any]:
+def _read_doc(path: Path, flag: str, schema: str, how: str) -> dict[str, Any]:
+    """A JSON document of ``schema`` given to ``flag``, or a one-line error saying ``how`` to
+    write one."""
     import json
 
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"--torch-profile {path}: file does not exist") from None
+        raise InputError(f"{flag} {path}: file does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"--torch-profile {path}: not a JSON file ({e})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "perfscope.profile/1":
-        raise InputError(f"--torch-profile {path}: not a perfscope.profile/1 document; write "
-                         "one with `perfscope profile --torch-model --format json -o FILE`")
+        raise InputError(f"{flag} {path}: not a JSON file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise InputError(f"{flag} {path}: not a {schema} document; write one with `{how}`")
     return doc
+
+
+def _read_torch_profile(path: Path) -> dict[str, Any]:
+    return _read_doc(path, "--torch-profile", "perfscope.profile/1",
+                     "perfscope profile --torch-model --format json -o FILE")
 
 
 def _read_bench(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--bench {path}: file does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"--bench {path}: not a JSON file ({e})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != "perfscope.bench/1":
-        raise InputError(f"--bench {path}: not a perfscope.bench/1 document; write one with "
-                         "`perfscope bench --format json -o FILE`")
-    return doc
+    return _read_doc(path, "--bench", "perfscope.bench/1",
+                     "perfscope bench --format json -o FILE")
 
 
 def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | None,
