@@ -115,9 +115,10 @@ def _width() -> int:
 
 
 def _table(data: dict[str, Any], output: Path | None) -> None:
-    from rich import box
     from rich.console import Console
     from rich.table import Table
+
+    from perfscope.report.tables import head_rule_box
 
     width = 80 if output is not None else max(60, min(_width(), 120))
     con = Console(width=width, record=output is not None, highlight=False, soft_wrap=False,
@@ -137,7 +138,7 @@ def _table(data: dict[str, Any], output: Path | None) -> None:
         if shape:
             title += (f": batch {shape['batch']}, " + (f"prompt {shape['seq_len']}"
                       if ph["phase"] == "prefill" else f"context {shape['context_len']}"))
-        tab = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        tab = Table(title=title, title_justify="left", box=head_rule_box(), pad_edge=False,
                     show_edge=False)
         tab.add_column("op", no_wrap=True, overflow="ellipsis", max_width=24)
         tab.add_column("FLOP", justify="right", no_wrap=True)
