@@ -202,3 +202,22 @@ def test_breakdown_parts_sum_to_the_step(case):
         assert all(float(v) >= 0 for v in parts.values())
         total = sum(float(v) for v in parts.values())
         assert total == pytest.approx(float(sm.time(pm, phi, eff)), rel=1e-12)
+
+
+@pytest.mark.parametrize("name,hw_name,kw", [
+    ("phi-3-mini", "a100-sxm-80gb", dict(kv_dtype="fp8")),  # KV dequantized on Ampere
+    ("gemma-2-9b", "l40s", dict(weight_dtype="int4")),  # weight-only dequantization
+])
+def test_spec_ceilings_with_dequantization_fit(name, hw_name, kw):
+    """Under spec ceilings no fixed per-kernel cost applies; the dequantization time must not
+    leave round-off residue that the fit reads as a varying fixed cost (profile and predict
+    --ceiling spec refused these configurations)."""
+    m, hw = load_model(name), load_hw(hw_name)
+    sm = fit_step_model(m, hw, Scenario(ceiling="spec", **kw))
+    for b, c in ((1, 100), (9, 3000)):
+        a = analyze(m, hw, Scenario(phase="decode", batch=b, context_len=c, ceiling="spec",
+                                    attention="flash", **kw))
+        assert float(sm.decode_time(b, c)) == pytest.approx(a.totals.time_s, rel=EXACT_RTOL)
+    a = analyze(m, hw, Scenario(phase="prefill", batch=2, seq_len=700, ceiling="spec",
+                                attention="flash", **kw))
+    assert float(sm.fill_time(2, 700, 0)) == pytest.approx(a.totals.time_s, rel=EXACT_RTOL)

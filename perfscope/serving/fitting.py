@@ -201,10 +201,11 @@ def _fit_phase(phase: str, runs: list[Analysis], phi: np.ndarray, cols: np.ndarr
             if v is None:
                 v = vec[op.dtype] = hw.vector_flops(op.dtype)
             deq = op.dequant_flops / v
-        extra = p.time_s - (p.compute_time_s if p.compute_time_s > p.memory_time_s
-                            else p.memory_time_s)
+        # the fixed per-kernel cost as the core put it in time_s (not time_s less the roof
+        # and the dequantization: that difference leaves round-off residue where the fixed
+        # cost is zero, which no feature can fit)
         return (op.flops, p.bytes - kvb, kvb, op.act_in_bytes + op.act_out_bytes, deq,
-                extra - deq, 0.0)
+                p.overhead_s, 0.0)
 
     # (runs, ops, quantities) in one pass over the points
     data = np.array([[row(p) for p in r.points] for r in runs], dtype=float)
