@@ -127,6 +127,19 @@ def test_bench_document_fills_the_measured_sections(tmp_path):
     assert "measured on Test CPU" in r.stdout
 
 
+def test_default_lengths_fit_a_short_context():
+    """GPT-2 holds 1,024 tokens: the default 2,048 + 256 workload is fitted into it (7/8 prompt,
+    1/8 output) and said on stderr; lengths the user typed are refused instead (below)."""
+    r = run("profile", "--model", "gpt2", "--hw", "v100-sxm2", "--no-measure", "-f", "json",
+            "--batches", "1,4")
+    assert r.returncode == 0, r.stderr
+    assert "gpt2 holds 1,024 tokens: prompt 896 + output 128" in r.stderr
+    sc = json.loads(r.stdout)["devices"][0]["phases"]["prefill"]["scenario"]
+    assert sc["seq_len"] == 896
+    one_line_error(run("profile", "--model", "gpt2", "--osl", "256", "--no-measure"),
+                   "--isl 2048", "1024-token context")
+
+
 @pytest.mark.parametrize("args,words", [
     (["--hw", "h100-sxm,v100-sxm2-32gb", "--weight-dtype", "bf16"], ["v100", "bf16"]),
     (["--isl", "131000"], ["--isl", "131072"]),

@@ -72,6 +72,8 @@ class ProfileArgs:
     calibration_out: Path | None = None  # fit one from this run and write it here
     hw_given: bool = False  # --hw was typed: the torch branch predicts for it instead of
     # the profiled device's measured ceilings
+    lengths_given: bool = True  # --isl or --osl was typed (else the defaults may be fitted
+    # into a short context)
 
 
 # (batch, prompt tokens) when not given: a serving operating point for the report, a small
@@ -179,7 +181,8 @@ def profile_cmd(
                        context_len=context_len, phases=phases, dtype=dtype,
                        attn_impl=attn_impl, warmup=warmup, repeat=repeat,
                        calibration=calibration, calibration_out=calibration_out,
-                       hw_given=_given(ctx, "hw"), engine=engine, ttft=ttft, tpot=tpot)
+                       hw_given=_given(ctx, "hw"), engine=engine, ttft=ttft, tpot=tpot,
+                       lengths_given=_given(ctx, "isl") or _given(ctx, "osl"))
     if torch_branch:
         from perfscope.cli.profile_torch import run as run_torch
 

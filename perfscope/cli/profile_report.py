@@ -190,6 +190,13 @@ def run(args: ProfileArgs) -> None:
     for flag, v in (("--batch", args.batch), ("--isl", args.isl), ("--osl", args.osl)):
         if v < 1:
             raise InputError(f"{flag} {v}: must be a whole number >= 1")
+    if args.isl + args.osl > model.max_position and not args.lengths_given:
+        # the default workload does not fit this model's context (GPT-2: 1,024 tokens): keep
+        # its shape, 7/8 prompt and 1/8 output, and say so
+        isl = model.max_position * 7 // 8
+        args = replace(args, isl=isl, osl=model.max_position - isl)
+        log(f"perfscope profile: {model.name} holds {model.max_position:,} tokens: prompt "
+            f"{args.isl:,} + output {args.osl:,} (set --isl / --osl to choose)")
     if args.isl + args.osl > model.max_position:
         raise InputError(f"--isl {args.isl} + --osl {args.osl} = {args.isl + args.osl} tokens "
                          f"exceed the {model.max_position}-token context of {model.name}; "
