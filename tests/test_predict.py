@@ -149,3 +149,31 @@ def test_engines_file_is_strict(tmp_path):
     again = tmp_path / "again.toml"
     again.write_text(to_toml(load_engines()))
     assert load_engines(str(again)).engines == load_engines().engines
+
+
+def test_request_rate_is_an_open_loop():
+    """--rate: the concurrency is what the rate sustains (Little's law over all replicas);
+    the throughput is the arrival rate; too high a rate is a clear answer with the most the
+    layout serves, not a queue growing without end."""
+    m, hw = load_model("llama-3.1-70b"), load_hw("h100-sxm")
+    p = predict(m, hw, Layout(tp=4, dp=2), Workload(1024, 512, rate=3.0))
+    d = p.to_json()
+    assert d["config"]["request_rate_per_s"] == 3.0 and d["config"]["concurrency"] is None
+    assert d["config"]["in_flight"] == pytest.approx(3.0 * d["e2e_s"], rel=1e-4)
+    assert d["tokens_per_s_per_gpu"] == pytest.approx(3.0 * 512 / 8, rel=1e-4)
+    assert d["benchmark"]["kind"] == "open"
+    json.dumps(d, allow_nan=False)
+    with pytest.raises(InputError, match=r"--rate 500: .*at most .* over 2 replica"):
+        predict(m, hw, Layout(tp=4, dp=2), Workload(1024, 512, rate=500.0))
+    with pytest.raises(InputError, match="--rate"):
+        predict(m, hw, Layout(tp=4), Workload(1024, 512, rate=-1.0))
+
+
+def test_cli_rate_in_every_format(tmp_path):
+    for fmt in ("table", "json", "csv"):
+        r = run("predict", *ARGS[:8], "--rate", "2", "--format", fmt)
+        assert r.returncode == 0, r.stderr
+    assert "requests/s (Poisson)" in run("predict", *ARGS[:8], "--rate", "2").stdout
+    r = run("predict", *ARGS, "--rate", "2")  # ARGS carries --concurrency
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "--rate and --concurrency" in r.stderr

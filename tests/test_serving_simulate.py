@@ -193,3 +193,39 @@ def test_batch_wait_by_hand():
                      np.array([1.0, 0.5]))
     assert float(got[0]) == pytest.approx(3 * (1 + 1.5) / (1 + 3))  # T_eff = 3 / 1 = 3 < 4
     assert float(got[1]) == pytest.approx(4 * (1 + 1.0) / (1 + 2))  # T_eff = min(4, 6)
+
+
+def test_open_loop_ttft_by_hand(setup):
+    """Poisson arrivals at a rate: every request arrives alone, waits half a decode step of
+    the c others, then for a prompt ahead of it (M/D/1 loaded rho = rate x p, the rate's load
+    rather than the closed loop's), then its own prefill."""
+    from perfscope.serving.simulate import OPEN
+
+    m, hw, sc, sm = setup
+    isl, osl, c, rate = 2048, 130, 12, 3.0
+    s = serve(sm, BARE, c, isl, osl, bench=OPEN, rate=rate)
+    p = prefill(m, hw, sc, 1, isl)
+    d = decode(m, hw, sc, c, isl + (osl - 2) // 2)
+    rho = rate * p
+    assert float(s.ttft_s) == pytest.approx(d / 2 + rho / (2 * (1 - rho)) * p + p, rel=1e-9)
+
+
+def test_open_loop_rate_sustains_littles_law(setup):
+    """serve_rate finds the requests in flight N = rate x e2e(N); the output rate is then the
+    arrival rate times the output length. Light load: fewer than one in flight."""
+    from perfscope.serving.simulate import Overloaded, serve_rate
+
+    sm = setup[3]
+    for rate in (0.5, 4.0, 20.0):
+        s = serve_rate(sm, BARE, rate, 1024, 256)
+        n = float(s.concurrency)
+        assert n == pytest.approx(rate * float(s.e2e_s), rel=1e-5)
+        assert float(s.output_tokens_per_s) == pytest.approx(rate * 256, rel=1e-5)
+    light = serve_rate(sm, BARE, 0.01, 1024, 256)
+    assert float(light.concurrency) == pytest.approx(0.01 * float(light.e2e_s), rel=1e-9)
+    assert float(light.concurrency) < 1
+    # more than one prefill per prefill time can never be served
+    p = float(serve(sm, BARE, 1, 1024, 256).prefill_s)
+    with pytest.raises(Overloaded) as e:
+        serve_rate(sm, BARE, 1.5 / p, 1024, 256)
+    assert 0 < e.value.max_rate < 1.5 / p

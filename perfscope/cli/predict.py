@@ -51,8 +51,13 @@ def predict_cmd(
              "vLLM gathers, the others dispatch all-to-all).")] = None,
     isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1024,
     osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1024,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight (benchmark "
-                                                  "concurrency, all replicas).")] = 1,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Requests in flight (benchmark concurrency, all replicas; a closed loop). "
+             "[default: 1]")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="Instead of --concurrency: requests per second over all replicas, arriving at "
+             "random (Poisson; an open loop). The concurrency is what the rate sustains.")
+    ] = None,
     weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8 int4")] = None,
     act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
@@ -72,14 +77,20 @@ def predict_cmd(
     from perfscope.specs.model import load_model
 
     check_format(fmt)
+    if rate is not None and concurrency is not None:
+        from perfscope.errors import InputError
+
+        raise InputError("--rate and --concurrency: give one (a request rate is an open loop, "
+                         "a concurrency a closed one)")
     cal = None
     if calibration is not None:
         from perfscope.calibration import load_calibration
 
         cal = load_calibration(calibration)  # a bad file fails before any work
     p = predict(load_model(model), load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
-                Workload(isl, osl, concurrency), engine=engine, weight_dtype=weight_dtype,
-                act_dtype=act_dtype, kv_dtype=kv_dtype, group_size=group_size,
+                Workload(isl, osl, concurrency or 1, rate), engine=engine,
+                weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
+                group_size=group_size,
                 ceiling=ceiling, calibration=cal,
                 calibration_file=str(calibration) if calibration else None)
     data = p.to_json()
@@ -132,19 +143,30 @@ def render_table(d: dict[str, Any]) -> str:
         return f"{fmt_time(v)}  ({fmt_time(r[0])} - {fmt_time(r[1])})" if r else fmt_time(v)
 
     t.add_row("layout", f"{lay}; w {c['weight_dtype']} a {c['act_dtype']} kv {c['kv_dtype']}")
-    t.add_row("workload", f"isl {c['isl']}, osl {c['osl']}, concurrency {c['concurrency']}")
+    if c.get("request_rate_per_s") is not None:
+        t.add_row("workload", f"isl {c['isl']}, osl {c['osl']}, {c['request_rate_per_s']:g} "
+                              f"requests/s (Poisson): {c['in_flight']:.3g} in flight on "
+                              "average")
+    else:
+        t.add_row("workload", f"isl {c['isl']}, osl {c['osl']}, concurrency "
+                              f"{c['concurrency']}")
     t.add_row("engine", f"{d['engine']['display_name']}; {d['ceiling']} ceilings")
     if d.get("calibration"):
         t.add_row("calibration", f"applied: {d['calibration']['file']} (measured on "
                                  f"{d['calibration']['hardware']}; replaces the engine's "
                                  "kernel efficiencies and fixed costs)")
+    open_loop = d["benchmark"].get("kind") == "open"
     t.add_row("TTFT", band("ttft_s", d["ttft_s"]) + " mean over the run")
-    t.add_row("  first wave", f"{fmt_time(d['ttft_burst_s'])} (all requests at once, "
-                              "queued)")
-    t.add_row("  later ones", f"{fmt_time(d['ttft_steady_s'])} (staggered: the step in "
-                              "flight, then the prefill)")
-    t.add_row("  arrivals", f"{d['benchmark']['description']} (the calibration's "
-                            "benchmark)")
+    if open_loop:
+        t.add_row("  arrivals", f"{d['benchmark']['description']}: the step in flight, the "
+                                "prompts ahead (M/D/1), then the prefill")
+    else:
+        t.add_row("  first wave", f"{fmt_time(d['ttft_burst_s'])} (all requests at once, "
+                                  "queued)")
+        t.add_row("  later ones", f"{fmt_time(d['ttft_steady_s'])} (staggered: the step in "
+                                  "flight, then the prefill)")
+        t.add_row("  arrivals", f"{d['benchmark']['description']} (the calibration's "
+                                "benchmark)")
     if d["queue_s"] > 0:
         t.add_row("  KV-slot wait", fmt_time(d["queue_s"]))
     t.add_row("TPOT", band("tpot_s", d["tpot_s"]))

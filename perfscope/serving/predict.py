@@ -18,7 +18,7 @@ import numpy as np
 from perfscope.errors import InputError
 from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
 from perfscope.serving.fitting import WeightsDoNotFit, fit_step_model, layout_scenario
-from perfscope.serving.simulate import Served, efficiency, serve
+from perfscope.serving.simulate import Overloaded, Served, efficiency, serve, serve_rate
 from perfscope.serving.stepmodel import IDEAL, Efficiency, StepModel, roofs
 from perfscope.specs.hardware import HardwareSpec
 from perfscope.specs.model import ModelSpec
@@ -66,12 +66,15 @@ class Layout:
 
 @dataclass(frozen=True)
 class Workload:
-    """``concurrency`` requests in flight (all replicas), each ``isl`` prompt tokens and
+    """``concurrency`` requests in flight (all replicas; a closed loop, as serving benchmarks
+    run), or with ``rate`` requests arriving at random, that many per second over all replicas
+    (an open loop: the concurrency is what the rate sustains), each ``isl`` prompt tokens and
     ``osl`` output tokens."""
 
     isl: int = 1024
     osl: int = 1024
     concurrency: int = 1
+    rate: float | None = None  # requests per second (Poisson arrivals), all replicas
 
     def validate(self, model: ModelSpec | None = None) -> Workload:
         for name, lo in (("isl", 1), ("osl", 2), ("concurrency", 1)):
@@ -80,6 +83,11 @@ class Workload:
                 why = " (TPOT is defined over the output tokens after the first)" \
                     if name == "osl" else ""
                 raise InputError(f"--{name} {v!r}: must be a whole number >= {lo}{why}")
+        if self.rate is not None and (isinstance(self.rate, bool) or
+                                      not isinstance(self.rate, int | float) or
+                                      not math.isfinite(self.rate) or self.rate <= 0):
+            raise InputError(f"--rate {self.rate!r}: must be a number of requests per second "
+                             "> 0")
         if model is not None and self.isl + self.osl > model.max_position:
             raise InputError(f"--isl {self.isl} + --osl {self.osl} exceeds the "
                              f"{model.max_position}-token context of {model.name}; shorten "
@@ -122,6 +130,7 @@ class Prediction:
     calibration: dict[str, Any] | None = None  # the measured calibration applied, if any
     benchmark: dict[str, Any] = field(default_factory=dict)  # the TTFT model's convention
     moe_comm: str = "all_to_all"  # dispatch/combine under attention DP
+    in_flight: float = 0.0  # mean requests in flight, all replicas (--rate: what it sustains)
 
     def to_json(self) -> dict[str, Any]:
         return to_json(self)
@@ -200,8 +209,26 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
                     "replaces": "the engine's kernel efficiencies, fixed kernel, collective "
                                 "and step costs (its scheduler and per-request overhead "
                                 "stay)"}
-    c_rep = math.ceil(workload.concurrency / layout.dp)
-    s = serve(sm, eng, c_rep, workload.isl, workload.osl, bench=tab.benchmark, eff=eff)
+    if workload.rate is None:
+        c_rep: float = math.ceil(workload.concurrency / layout.dp)
+        s = serve(sm, eng, c_rep, workload.isl, workload.osl, bench=tab.benchmark, eff=eff)
+        arrivals = {"kind": tab.benchmark.kind,
+                    "requests_per_client": tab.benchmark.requests_per_client,
+                    "total_requests": tab.benchmark.total_requests,
+                    "description": tab.benchmark.describe()}
+    else:
+        try:
+            s = serve_rate(sm, eng, workload.rate / layout.dp, workload.isl, workload.osl,
+                           eff=eff)
+        except Overloaded as e:
+            raise InputError(f"--rate {workload.rate:g}: more requests per second than this "
+                             f"configuration serves (at most {e.max_rate * layout.dp:.3g} "
+                             f"over {layout.dp} replica(s): {e.why}); lower the rate, or add "
+                             "replicas (--dp) or GPUs") from None
+        arrivals = {"kind": "open", "requests_per_client": None, "total_requests": None,
+                    "rate_per_s": workload.rate,
+                    "description": f"open loop: {workload.rate:g} requests/s arriving at "
+                                   "random (Poisson), each alone"}
     v = {k: float(np.asarray(getattr(s, k))) for k in Served._fields}
     tok_s_replica = v["output_tokens_per_s"]
     return Prediction(
@@ -219,10 +246,7 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
                             workload.isl + workload.osl / 2 - 1, eff),
         prefill_ops=op_table(sm, "fill", 1, workload.isl, eff),
         ttft_steady_s=v["ttft_steady_s"], calibration=cal_info, moe_comm=sc.moe_comm,
-        benchmark={"kind": tab.benchmark.kind,
-                   "requests_per_client": tab.benchmark.requests_per_client,
-                   "total_requests": tab.benchmark.total_requests,
-                   "description": tab.benchmark.describe()})
+        benchmark=arrivals, in_flight=v["concurrency"] * layout.dp)
 
 
 def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: HardwareSpec,
@@ -298,7 +322,9 @@ def to_json(p: Prediction) -> dict[str, Any]:
         "config": {"tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "dp": lay.dp,
                    "attn_dp": lay.attn_dp, "moe_comm": p.moe_comm, "gpus": lay.gpus,
                    "gpus_per_replica": lay.gpus_per_replica, "isl": w.isl, "osl": w.osl,
-                   "concurrency": w.concurrency, "weight_dtype": p.weight_dtype,
+                   "concurrency": w.concurrency if w.rate is None else None,
+                   "request_rate_per_s": w.rate, "in_flight": p.in_flight,
+                   "weight_dtype": p.weight_dtype,
                    "act_dtype": p.act_dtype, "kv_dtype": p.kv_dtype, "engine": p.engine.name},
         "ttft_s": p.ttft_s, "tpot_s": p.tpot_s, "e2e_s": p.e2e_s,
         "tokens_per_s_per_gpu": p.tokens_per_s_per_gpu,

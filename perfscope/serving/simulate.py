@@ -45,12 +45,17 @@ request's prompt arrives in a cluster of ``scale x c ^ exponent``.
 Which one ships (engines.toml ``[fit] choice``, 2026-11-30, 369 rows): the calibration fits
 both and predicts each model and each system from the others. The closed loop with ``R = 10``
 (InferenceMAX's ``--num-prompts 10 x concurrency``, the client the calibration rows follow;
-nothing fitted) explains the rows better (TTFT 31.5% against 34.1% mean absolute error), the
-cluster law generalises a little better (73.5% / 72.2% against 76.5% / 75.0% leaving one model
-/ one system out; 2.9 +- 1.0 points paired over the held-out rows), so by the issue's rule the
+nothing fitted) explains the rows better (TTFT 24.2% against 35.2% mean absolute error), the
+cluster law generalises a little better (74.3% / 74.2% against 77.1% / 78.7% leaving one model
+/ one system out; 3.6 +- 1.0 points paired over the held-out rows), so by the issue's rule the
 cluster law ships and the closed loop stays a ``Benchmark`` away. Both are dominated held out by
 what one model's rows cannot tell about another's (TensorRT-LLM's Llama 1024/1024 rows carry a
 TTFT floor of ~0.1-0.3 s that their 1024/8192 rows lack), not by the arrival model.
+
+Time to first token, the open loop (``Benchmark(kind="open")``, ``serve_rate``): requests
+arrive at random at a rate ``lambda`` (Poisson), each alone: the step in flight (``d / 2``),
+the M/D/1 prefill queue at the load the rate puts on it (``rho = lambda p``), its own prefill;
+the requests in flight are what the rate sustains (Little's law, solved in ``serve_rate``).
 
 TPOT. Over a cycle each other request's prefill lands in this request's decode window in
 proportion to its length: with ``D = (osl - 1) d``, ``X = (osl - 1) tpot`` and ``delta`` the
@@ -105,10 +110,12 @@ def efficiency(eng: EngineParams, ceiling: str) -> Efficiency:
 
 def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any, *,
           bench: Benchmark = BURST, kv_bits: Any = None, eff: Efficiency | None = None,
-          capacity_bytes: float | None = None) -> Served:
+          capacity_bytes: float | None = None, rate: float | None = None) -> Served:
     """The serving model (module doc) for arrays of concurrency and lengths, one replica.
     ``kv_bits`` may be an array too (several KV dtypes at once, e.g. shape (K, 1) against a
-    concurrency grid of shape (C,)); every field comes back broadcast to the common shape."""
+    concurrency grid of shape (C,)); every field comes back broadcast to the common shape.
+    ``bench.kind == "open"``: requests arrive at random at ``rate`` per second (see
+    ``serve_rate``, which finds the concurrency that rate sustains)."""
     eff = eff if eff is not None else IDEAL
     c, isl, osl = np.broadcast_arrays(*(np.asarray(x, dtype=float)
                                         for x in (concurrency, isl, osl)))
@@ -156,7 +163,16 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
     steady = np.where(r > 1, d / 2, 0.0) + queued + p_own + \
         batch_wait(eng, r, isl, r * d / cycle) * d
     burst = _cluster_ttft(sm, eng, eff, kv_bits, r, r, isl, ctx, d, M)
-    if bench.kind == "cluster":
+    if bench.kind == "open":
+        # Poisson arrivals at ``rate``: every request arrives alone, and the prefill queue is
+        # M/D/1 with the load the rate puts on it (not the closed loop's self-throttled one)
+        if rate is None:
+            raise ValueError("serve(bench=OPEN) needs rate=")
+        rho = np.minimum(rate * p_own, RHO_MAX)
+        steady = np.where(r > 1, d / 2, 0.0) + rho / (2 * (1 - rho)) * p_own + p_own + \
+            batch_wait(eng, r, isl, rate * d) * d
+        first = steady
+    elif bench.kind == "cluster":
         k = np.clip(bench.cluster_scale * c ** bench.cluster_exponent, 1.0, r)
         first = _cluster_ttft(sm, eng, eff, kv_bits, k, r, isl, ctx, d, M)
     else:
@@ -178,6 +194,72 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
                               o_t + steady + queue, queue, tpot, e2e, c * osl / e2e, mem,
                               kv_seq)
     return Served(*out)
+
+
+class Overloaded(Exception):
+    """More requests per second than a replica serves (``serve_rate``)."""
+
+    def __init__(self, rate: float, max_rate: float, why: str):
+        super().__init__(f"{rate:.4g} requests/s is more than this configuration serves: at "
+                         f"most {max_rate:.4g} per replica ({why})")
+        self.rate, self.max_rate, self.why = rate, max_rate, why
+
+
+OPEN = Benchmark("open", None)
+CLOSED_STEADY = Benchmark("closed_loop", requests_per_client=1e9)  # later requests only
+
+
+def serve_rate(sm: StepModel, eng: EngineParams, rate: float, isl: float, osl: float, *,
+               kv_bits: Any = None, eff: Efficiency | None = None,
+               capacity_bytes: float | None = None) -> Served:
+    """Open loop, one replica: requests arrive at random, ``rate`` per second (Poisson).
+
+    In steady state the mean number of requests in flight ``N`` satisfies Little's law,
+    ``N = rate x e2e(N)``, where ``e2e(N)`` is the serving model with ``N`` sequences decoding
+    and every request arriving alone (``OPEN``: waiting for the step in flight, an M/D/1
+    prefill queue loaded ``rho = rate x prefill``, its own prefill). ``e2e`` grows more slowly
+    than ``N`` once batching pays, so ``N - rate x e2e(N)`` changes sign once between light
+    load and the KV capacity ``m``: bisection finds it. Below one request in flight the
+    replica mostly serves one at a time (``N = rate x e2e(1)``). No solution up to ``m``, or a
+    prefill busy all the time (``rate x prefill >= 1``), means the queue grows without end:
+    ``Overloaded``, with the most a replica serves (the closed loop's throughput at ``m``
+    sequences, later requests arriving alone)."""
+    def at(c: float) -> Served:
+        return serve(sm, eng, c, isl, osl, bench=OPEN, rate=rate, kv_bits=kv_bits, eff=eff,
+                     capacity_bytes=capacity_bytes)
+
+    one = at(1.0)
+    if not bool(one.fits):
+        return one
+    m = float(one.max_running)
+    full = serve(sm, eng, m, isl, osl, bench=CLOSED_STEADY, kv_bits=kv_bits, eff=eff,
+                 capacity_bytes=capacity_bytes)
+    max_rate = m / float(full.e2e_s)
+    top = at(m)
+    if rate * float(top.prefill_s) >= 1.0:
+        raise Overloaded(rate, min(max_rate, 1.0 / float(top.prefill_s)),
+                         f"one prefill takes {float(top.prefill_s) * 1e3:.3g} ms")
+    if rate * float(top.e2e_s) > m:
+        raise Overloaded(rate, max_rate, f"the KV cache holds {m:.0f} sequences")
+    n1 = rate * float(one.e2e_s)
+    if n1 <= 1.0:
+        return _with_concurrency(one, n1)
+    lo, hi = 1.0, m
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if rate * float(at(mid).e2e_s) > mid:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-6 * hi:
+            break
+    return at(hi)
+
+
+def _with_concurrency(s: Served, n: float) -> Served:
+    """``s`` with its mean requests in flight set to ``n`` (below one: mostly alone)."""
+    return s._replace(concurrency=np.asarray(n), output_tokens_per_s=np.asarray(
+        float(s.output_tokens_per_s) * n))
 
 
 def batch_wait(eng: EngineParams, r: np.ndarray, isl: np.ndarray,
