@@ -177,3 +177,19 @@ def test_cli_rate_in_every_format(tmp_path):
     r = run("predict", *ARGS, "--rate", "2")  # ARGS carries --concurrency
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert "--rate and --concurrency" in r.stderr
+
+
+def test_moe_efficiencies_apply_to_fine_grained_experts_only():
+    """The engines' MoE efficiencies were fitted on DeepSeek-V3 and Qwen3-235B, whose experts
+    are narrower than the hidden size; Mixtral's 14,336-wide experts are dense-sized GEMMs.
+    Published check (LLM-025, gpt-fast README @32971d3, 8 x A100-80GB at 330 W): Mixtral-8x7B
+    int8 weight-only on one GPU, batch 1, 97.92 tokens/s."""
+    from perfscope.serving.fitting import fine_grained_experts
+
+    assert fine_grained_experts(load_model("deepseek-v3"))
+    assert fine_grained_experts(load_model("qwen3-235b-a22b-fp8"))
+    assert not fine_grained_experts(load_model("mixtral-8x7b"))
+    assert not fine_grained_experts(load_model("llama-3.1-8b"))
+    p = predict(load_model("mixtral-8x7b"), load_hw("a100-sxm-80gb"), Layout(),
+                Workload(8, 200, 1), weight_dtype="int8")
+    assert 0.75 < (1 / p.tpot_s) / 97.92 < 1.25

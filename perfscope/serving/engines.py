@@ -30,7 +30,9 @@ kernel parameters are shared by all engines (the neutral fit: held out, sharing 
 better than fitting them per engine); each engine fits its own host overheads:
 - ``flops_efficiency``, ``bandwidth_efficiency``: achieved fraction of the ceilings' compute
   and HBM roofs by the kernels; ``moe_flops_efficiency`` and ``moe_bandwidth_efficiency`` on
-  top of them for the grouped expert GEMMs of MoE models;
+  top of them for the grouped expert GEMMs of fine-grained MoE models (experts narrower than
+  the hidden size, as the calibration's DeepSeek-V3 and Qwen3-235B; coarse experts such as
+  Mixtral's run at the dense efficiencies: ``fitting.fine_grained_experts``);
 - ``kernel_overhead_s``: fixed cost per kernel inside the engine's CUDA graph;
 - ``collective_latency_s``: fixed cost of the engine's own in-node all-reduce kernel (vLLM's
   and SGLang's custom all-reduce, TensorRT-LLM's one-/two-shot kernels): an all-reduce inside a
