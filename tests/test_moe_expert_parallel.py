@@ -154,3 +154,22 @@ def test_ep_must_divide_the_gpus_of_a_stage():
         dsv3(tp=8, ep=16)
     # ep over more GPUs than tp: allowed with attention DP
     assert dsv3(tp=2, attn_dp=4, ep=8).memory.fits
+
+
+def test_busiest_load_is_continuous_where_the_method_changes():
+    """DeepSeek-V3 EP64: per-rank means of 64 (512 tokens) and 128 (1,024 tokens) are where the
+    local central limit gives way to the normal limit; the expected maximum keeps rising by
+    about the same step there (it fell 0.7% at 513 tokens before the blend)."""
+    from perfscope.analytic.expert_load import max_count
+
+    loads = np.array([max_count(256 * n, 64, 8 * n) for n in range(480, 1100)])
+    steps = np.diff(loads)
+    assert (steps > 0).all()
+    assert np.abs(np.diff(steps)).max() < 0.05 * steps.mean()
+
+
+def test_blended_range_against_monte_carlo():
+    """Inside the blend (per-rank mean 96): the busiest rank's assignments against routing
+    simulated here."""
+    _, assigned = simulate(256, 8, 64, 768, trials=300, seed=3)
+    assert busiest_rank(256, 8, 64, 768).assignments_max == pytest.approx(assigned, rel=0.02)
