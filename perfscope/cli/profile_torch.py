@@ -124,7 +124,8 @@ def _table(data: dict[str, Any], output: Path | None) -> None:
     con = Console(width=width, record=output is not None, highlight=False, soft_wrap=False,
                   file=open(os.devnull, "w") if output is not None else None)  # noqa: SIM115
     m, hw, dev, cfg = data["model"], data["hardware"], data["device"], data["config"]
-    layers = f", {m['layers']} layers" if m.get("layers") else ""
+    n_l = m.get("layers")
+    layers = f", {n_l} layer{'s' if n_l != 1 else ''}" if n_l else ""
     n = dev.get("torch_threads")
     con.print(f"{m['name']}{layers} on {dev.get('name', dev.get('device'))} "
               f"({dev.get('device')}, {cfg['dtype']}, {n} thread{'' if n == 1 else 's'})")

@@ -79,7 +79,8 @@ def torchprof_section_html(profile: Mapping[str, Any],
     parts = ["<section class='perfscope-torchprof'>",
              "<h2>Where the time went, beside where the roofline says it should go</h2>",
              f"<p>{_e(m.get('name', ''))}"
-             + (f", {_e(m['layers'])} layers" if m.get("layers") else "")
+             + (f", {_e(m['layers'])} layer" + ("s" if m['layers'] != 1 else "")
+                if m.get("layers") else "")
              + f" on {_e(dev.get('name', dev.get('device', '')))} "
              f"({_e(dev.get('device', ''))}, {_e(profile.get('config', {}).get('dtype', ''))})."
              f" Roofline: {_e(hw.get('display_name', ''))} "
