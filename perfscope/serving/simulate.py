@@ -74,6 +74,7 @@ from perfscope.serving.stepmodel import IDEAL, Efficiency, StepModel
 
 BURST = Benchmark("closed_loop", requests_per_client=1.0)  # one wave: every prompt at once
 RHO_MAX = 0.9  # the prefill load beyond which the closed loop throttles its own arrivals
+OPEN_RHO_MAX = 0.999  # numerical guard only: an open loop at rho >= 1 is Overloaded
 
 
 class Served(NamedTuple):
@@ -168,7 +169,7 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
         # M/D/1 with the load the rate puts on it (not the closed loop's self-throttled one)
         if rate is None:
             raise ValueError("serve(bench=OPEN) needs rate=")
-        rho = np.minimum(rate * p_own, RHO_MAX)
+        rho = np.minimum(rate * p_own, OPEN_RHO_MAX)  # serve_rate refuses rho >= 1
         steady = np.where(r > 1, d / 2, 0.0) + rho / (2 * (1 - rho)) * p_own + p_own + \
             batch_wait(eng, r, isl, rate * d) * d
         first = steady
@@ -219,11 +220,12 @@ def serve_rate(sm: StepModel, eng: EngineParams, rate: float, isl: float, osl: f
     and every request arriving alone (``OPEN``: waiting for the step in flight, an M/D/1
     prefill queue loaded ``rho = rate x prefill``, its own prefill). ``e2e`` grows more slowly
     than ``N`` once batching pays, so ``N - rate x e2e(N)`` changes sign once between light
-    load and the KV capacity ``m``: bisection finds it. Below one request in flight the
+    load and the KV capacity ``m``: bisection finds it (``e2e`` rises with ``N``: more riders
+    lengthen the prefill, more sequences the decode step). Below one request in flight the
     replica mostly serves one at a time (``N = rate x e2e(1)``). No solution up to ``m``, or a
-    prefill busy all the time (``rate x prefill >= 1``), means the queue grows without end:
-    ``Overloaded``, with the most a replica serves (the closed loop's throughput at ``m``
-    sequences, later requests arriving alone)."""
+    prefill busy all the time at the solution (``rate x prefill >= 1``), means the queue grows
+    without end: ``Overloaded``, with the most a replica serves (the closed loop's throughput
+    at ``m`` sequences, later requests arriving alone; or one prefill per prefill time)."""
     def at(c: float) -> Served:
         return serve(sm, eng, c, isl, osl, bench=OPEN, rate=rate, kv_bits=kv_bits, eff=eff,
                      capacity_bytes=capacity_bytes)
@@ -235,25 +237,26 @@ def serve_rate(sm: StepModel, eng: EngineParams, rate: float, isl: float, osl: f
     full = serve(sm, eng, m, isl, osl, bench=CLOSED_STEADY, kv_bits=kv_bits, eff=eff,
                  capacity_bytes=capacity_bytes)
     max_rate = m / float(full.e2e_s)
-    top = at(m)
-    if rate * float(top.prefill_s) >= 1.0:
-        raise Overloaded(rate, min(max_rate, 1.0 / float(top.prefill_s)),
-                         f"one prefill takes {float(top.prefill_s) * 1e3:.3g} ms")
-    if rate * float(top.e2e_s) > m:
+    if rate * float(at(m).e2e_s) > m:
         raise Overloaded(rate, max_rate, f"the KV cache holds {m:.0f} sequences")
     n1 = rate * float(one.e2e_s)
     if n1 <= 1.0:
-        return _with_concurrency(one, n1)
-    lo, hi = 1.0, m
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if rate * float(at(mid).e2e_s) > mid:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-6 * hi:
-            break
-    return at(hi)
+        got = _with_concurrency(one, n1)
+    else:
+        lo, hi = 1.0, m
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if rate * float(at(mid).e2e_s) > mid:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-7 * hi:
+                break
+        got = at(hi)
+    p = float(got.prefill_s)
+    if rate * p >= 1.0:
+        raise Overloaded(rate, min(max_rate, 1.0 / p), f"one prefill takes {p * 1e3:.3g} ms")
+    return got
 
 
 def _with_concurrency(s: Served, n: float) -> Served:
