@@ -187,6 +187,8 @@ def _qwen_moe(c: _Cfg, name: str) -> ModelSpec:
 
 def _gemma(c: _Cfg, name: str) -> ModelSpec:
     mt = c.model_type
+    if mt == "gemma3_text":
+        return _gemma3(c, name)
     if mt == "gemma2":
         act = c.activation("hidden_activation")
     else:
@@ -203,6 +205,30 @@ def _gemma(c: _Cfg, name: str) -> ModelSpec:
                     sliding_layers=_layer_types_sliding(c, n, lambda i: i % 2 == 0))
         if not spec["sliding_window"]:
             spec["sliding_layers"] = frozenset()
+    return ModelSpec(**spec)
+
+
+def _gemma3(c: _Cfg, name: str) -> ModelSpec:
+    """Gemma 3's language model (``gemma3_text``; the multimodal ``gemma3`` wraps it in
+    ``text_config``): Gemma 2's four norms per layer and scaled embeddings, plus per-head q/k
+    RMSNorm, five sliding-window layers to one global (``layer_types``, or the legacy
+    ``sliding_window_pattern`` of 6: Gemma3TextConfig.__post_init__), and soft-capping only
+    where the config sets it (the released models set none)."""
+    if c.opt("use_bidirectional_attention", False):
+        raise SpecError(c.file, c.prefix + "use_bidirectional_attention", "a bidirectional "
+                        "Gemma 3 (an embedding model) is not a causal language model",
+                        "use a causal Gemma 3 config")
+    bias = bool(c.opt("attention_bias", False))
+    spec = _base(c, name, activation=c.activation("hidden_activation"), embed_scale=True,
+                 qkv_bias=bias, o_bias=bias, qk_norm=True, norms_per_layer=4,
+                 logit_softcap=c.opt("attn_logit_softcapping") is not None)
+    n = spec["n_layers"]
+    pattern = _positive(c, "sliding_window_pattern", 6)
+    win = c.opt("sliding_window")
+    layers = _layer_types_sliding(c, n, lambda i: (i + 1) % pattern != 0) if win else \
+        frozenset()
+    if layers:
+        spec.update(sliding_window=int(win), sliding_layers=layers)
     return ModelSpec(**spec)
 
 
@@ -289,6 +315,7 @@ ADAPTERS: dict[str, Callable[[_Cfg, str], ModelSpec]] = {
     "mixtral": _mixtral,
     "gemma": _gemma,
     "gemma2": _gemma,
+    "gemma3_text": _gemma,
     "phi3": _phi3,
     "gpt2": _gpt2,
     "opt": _opt,
