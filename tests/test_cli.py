@@ -423,3 +423,17 @@ def test_hw_links_lists_the_interconnects_with_their_published_rates():
     # per direction per GPU: NVLink 4 450 GB/s (DS-097), PCIe 5.0 x16 63 GB/s (DS-104)
     assert rows["nvlink4"]["bandwidth_bytes_s"] == 450e9
     assert rows["pcie5-x16"]["bandwidth_bytes_s"] == pytest.approx(63e9, rel=0.01)
+
+
+def test_default_lengths_are_cut_to_a_short_context():
+    """GPT-2 holds 1,024 tokens: the default 2,048-token prompt is cut to fit (said on
+    stderr); a length the user typed is refused instead."""
+    r = cli("analyze", "--model", "gpt2", "--hw", "h100-sxm", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["scenario"]["seq_len"] == 1024
+    assert "gpt2 holds 1,024 tokens" in r.stderr
+    r = cli("analyze", "--model", "gpt2", "--hw", "h100-sxm", "--phase", "decode",
+            "--format", "json")
+    assert json.loads(r.stdout)["scenario"]["context_len"] == 1023
+    r = cli("analyze", "--model", "gpt2", "--hw", "h100-sxm", "--seq-len", "2048")
+    assert r.returncode == 2 and "1024-token context" in r.stderr

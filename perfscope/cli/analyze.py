@@ -13,7 +13,15 @@ from typing import Annotated, Any
 
 import typer
 
-from perfscope.cli.output import check_format, emit, out_width, show, to_csv_text, to_json_text
+from perfscope.cli.output import (
+    check_format,
+    emit,
+    log,
+    out_width,
+    show,
+    to_csv_text,
+    to_json_text,
+)
 from perfscope.specs.scenario import DEFAULT_SEQ_LEN, Scenario
 
 DEFAULT = Scenario()  # the library's defaults are the CLI's
@@ -172,17 +180,31 @@ def analyze_cmd(
 
         cal = load_calibration(calibration)  # a bad file fails before any work
     _single(models[0], hws[0], {k: v[0] for k, v in values.items()} | fixed, fmt, output, plot,
-            cal, calibration)
+            cal, calibration,
+            lengths_given=_given(ctx, "seq_len") or _given(ctx, "context_len") or
+            (scenario_file is not None and bool({"seq_len", "context_len"} & set(sf.values))))
 
 
 def _single(model: str, hw: str, values: dict[str, Any], fmt: str, output: Path | None,
-            plot: Path | None, cal: Any = None, cal_file: Path | None = None) -> None:
+            plot: Path | None, cal: Any = None, cal_file: Path | None = None, *,
+            lengths_given: bool = True) -> None:
+    from dataclasses import replace
+
     from perfscope.analysis import analyze
     from perfscope.specs.loading import load_hw
     from perfscope.specs.model import load_model
 
     scenario = Scenario(**values)
     m, h = load_model(model), load_hw(hw)
+    if not lengths_given and scenario.tokens_after > m.max_position:
+        # the default lengths do not fit this model's context (a 2,048-token llava): the
+        # longest step that does, said on stderr
+        if scenario.phase == "prefill":
+            scenario = replace(scenario, seq_len=m.max_position)
+        else:
+            scenario = replace(scenario, context_len=m.max_position - scenario.new_tokens)
+        log(f"perfscope analyze: {m.name} holds {m.max_position:,} tokens; the default "
+            "lengths are cut to fit (set --seq-len / --context-len to choose)")
     result = analyze(m, h, scenario)
     doc = None
     if cal is not None:
