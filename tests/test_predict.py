@@ -193,3 +193,14 @@ def test_moe_efficiencies_apply_to_fine_grained_experts_only():
     p = predict(load_model("mixtral-8x7b"), load_hw("a100-sxm-80gb"), Layout(),
                 Workload(8, 200, 1), weight_dtype="int8")
     assert 0.75 < (1 / p.tpot_s) / 97.92 < 1.25
+
+
+def test_cli_default_lengths_fit_a_short_context():
+    """GPT-2 holds 1,024 tokens: the default 1,024 + 1,024 becomes half the context each (said
+    on stderr); lengths the user typed are refused instead."""
+    r = run("predict", "--model", "gpt2", "--hw", "v100-sxm2", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)["config"]
+    assert (c["isl"], c["osl"]) == (512, 512) and "gpt2 holds 1,024 tokens" in r.stderr
+    r = run("predict", "--model", "gpt2", "--isl", "1000", "--osl", "100")
+    assert r.returncode != 0 and "1024-token context" in r.stderr

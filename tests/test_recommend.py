@@ -215,3 +215,14 @@ def test_fp8_dropped_on_a100_is_explained_next_to_the_choice():
     assert r.top.scheme == "fp8" and r.top.act_dtype == "bf16"
     rules = {x.rule: x for x in r.recommendations}
     assert "Hopper" in rules["quant.fp8_unsupported"].message
+
+
+def test_volta_searches_fp16_where_the_defaults_say_bf16():
+    """V100 has no bf16 at speed: the default 16-bit weights and KV cache are fp16 there
+    (the search came back empty, every scheme refused, before)."""
+    r = recommend(RecommendRequest(load_model("llama-3.1-8b"), load_hw("v100-sxm2"), gpus=1,
+                                   isl=512, osl=128, max_concurrency=64))
+    assert r.status == "ok" and r.top is not None
+    labels = {q["label"] for q in r.quantization}
+    assert "W16A16-fp16" in labels and not any("bf16" in x for x in labels)
+    assert {row.kv_dtype for row in r.ranked} == {"fp16"}

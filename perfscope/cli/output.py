@@ -32,6 +32,20 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def serving_lengths(model: Any, isl: int | None, osl: int | None, cmd: str,
+                    default: int = 1024) -> tuple[int, int]:
+    """``--isl`` / ``--osl`` of predict and recommend: ``default`` each when not given, and
+    when neither was given and the two exceed the model's context (GPT-2: 1,024 tokens), half
+    the context each, said on stderr. Lengths the user typed are left for the model to
+    refuse."""
+    if isl is None and osl is None and 2 * default > model.max_position:
+        isl = model.max_position // 2
+        log(f"perfscope {cmd}: {model.name} holds {model.max_position:,} tokens: isl {isl:,}, "
+            f"osl {model.max_position - isl:,} (set --isl / --osl to choose)")
+        return isl, model.max_position - isl
+    return (default if isl is None else isl), (default if osl is None else osl)
+
+
 def to_json_text(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False, default=_default) + "\n"
 

@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from perfscope.cli.output import check_format, emit, to_csv_text, to_json_text
+from perfscope.cli.output import (
+    check_format,
+    emit,
+    serving_lengths,
+    to_csv_text,
+    to_json_text,
+)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="Built-in model name or config.json path.")]
@@ -49,8 +55,10 @@ def predict_cmd(
     moe_comm: Annotated[str | None, typer.Option(
         help="Under --attn-dp: all_to_all | allgather_reducescatter (default: the engine's; "
              "vLLM gathers, the others dispatch all-to-all).")] = None,
-    isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1024,
-    osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1024,
+    isl: Annotated[int | None, typer.Option(
+        help="Input (prompt) tokens per request. [default: 1024]")] = None,
+    osl: Annotated[int | None, typer.Option(
+        help="Output tokens per request. [default: 1024]")] = None,
     concurrency: Annotated[int | None, typer.Option(
         help="Requests in flight (benchmark concurrency, all replicas; a closed loop). "
              "[default: 1]")] = None,
@@ -87,7 +95,9 @@ def predict_cmd(
         from perfscope.calibration import load_calibration
 
         cal = load_calibration(calibration)  # a bad file fails before any work
-    p = predict(load_model(model), load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
+    m = load_model(model)
+    isl, osl = serving_lengths(m, isl, osl, "predict")
+    p = predict(m, load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
                 Workload(isl, osl, concurrency or 1, rate), engine=engine,
                 weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
                 group_size=group_size,

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from perfscope.cli.output import check_format, emit, log, to_csv_text, to_json_text
+from perfscope.cli.output import (
+    check_format,
+    emit,
+    log,
+    serving_lengths,
+    to_csv_text,
+    to_json_text,
+)
 from perfscope.cli.predict import (
     CalibrationOpt,
     CeilingOpt,
@@ -40,8 +47,10 @@ def recommend_cmd(
     model: ModelOpt = "llama-3.1-8b",
     hw: HwOpt = "h100-sxm",
     gpus: Annotated[int, typer.Option(help="GPUs available.")] = 1,
-    isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1024,
-    osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1024,
+    isl: Annotated[int | None, typer.Option(
+        help="Input (prompt) tokens per request. [default: 1024]")] = None,
+    osl: Annotated[int | None, typer.Option(
+        help="Output tokens per request. [default: 1024]")] = None,
     ttft: Annotated[float | None, typer.Option(help="TTFT target, seconds.")] = None,
     tpot: Annotated[float | None, typer.Option(help="TPOT target, seconds.")] = None,
     weight_dtypes: Annotated[str | None, typer.Option(
@@ -78,7 +87,9 @@ def recommend_cmd(
         from perfscope.calibration import load_calibration
 
         cal = load_calibration(calibration)  # a bad file fails before any work
-    req = RecommendRequest(load_model(model), load_hw(hw), gpus, isl, osl, ttft, tpot,
+    m = load_model(model)
+    isl, osl = serving_lengths(m, isl, osl, "recommend")
+    req = RecommendRequest(m, load_hw(hw), gpus, isl, osl, ttft, tpot,
                            _dtypes(weight_dtypes, "--weight-dtypes"),
                            _dtypes(kv_dtypes, "--kv-dtypes"), max_gpus, engine, ceiling,
                            max_concurrency, cal, str(calibration) if calibration else None)

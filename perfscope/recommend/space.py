@@ -52,9 +52,16 @@ def has_attn_dp() -> bool:
     return "attn_dp" in {f.name for f in dataclasses.fields(Scenario)}
 
 
+def _sixteen(hw: HardwareSpec, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The defaults with bf16 read as the device's 16-bit format (fp16 where it has no bf16
+    at speed: V100)."""
+    return names if hw.has_dtype("bf16") else tuple("fp16" if n == "bf16" else n
+                                                     for n in names)
+
+
 def schemes(req: RecommendRequest, dropped: dict[str, int]) -> list[Scheme]:
     """The schemes allowed and runnable on the device (the rest counted in ``dropped``)."""
-    names = req.weight_dtypes or DEFAULT_WEIGHT_DTYPES
+    names = req.weight_dtypes or _sixteen(req.hw, DEFAULT_WEIGHT_DTYPES)
     out = []
     for name in names:
         for sch in SCHEMES.get(name, ()):
@@ -100,7 +107,7 @@ def precision_problem(hw: HardwareSpec, sch: Scheme, kv: str | None = None, *,
 
 def kv_dtypes(req: RecommendRequest, sch: Scheme, dropped: dict[str, int]) -> list[str]:
     out = []
-    for kv in req.kv_dtypes or DEFAULT_KV_DTYPES:
+    for kv in req.kv_dtypes or _sixteen(req.hw, DEFAULT_KV_DTYPES):
         why = precision_problem(req.hw, sch, kv, model=req.model)
         if why:
             dropped[why] += 1
