@@ -226,3 +226,12 @@ def test_volta_searches_fp16_where_the_defaults_say_bf16():
     labels = {q["label"] for q in r.quantization}
     assert "W16A16-fp16" in labels and not any("bf16" in x for x in labels)
     assert {row.kv_dtype for row in r.ranked} == {"fp16"}
+
+
+def test_attention_dp_layouts_fit_80_columns_uncut():
+    """DeepSeek-V3 on 16 GPUs ranks 'TP4 EP8 ADP2 x2' layouts: every column fits 80 columns
+    whole (memory per GPU was cut to '107…')."""
+    r = run("--model", "deepseek-v3", "--hw", "h200-sxm", "--gpus", "16")
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and max(len(x) for x in r.stdout.splitlines()) <= 80
+    assert "ADP" in r.stdout

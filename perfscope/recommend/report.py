@@ -85,7 +85,8 @@ def render_text(r: RecommendResult, width: int = 80, top_n: int = 10) -> str:
               + (f", {targets}" if targets else "") + f" [{r.engine} engine]")
     con.print(f"{'RECOMMENDED' if r.status == 'ok' else r.status.upper()}: {r.message}")
     if r.ranked:
-        t = Table(box=None, pad_edge=False, title_justify="left",
+        # one space between columns: attention-DP layouts ("TP4 EP8 ADP2 x2") still fit 80
+        t = Table(box=None, pad_edge=False, title_justify="left", padding=(0, 1, 0, 0),
                   title="ranked (best concurrency per configuration)")
         for col, just in (("#", "right"), ("layout", "left"), ("w", "left"), ("kv", "left"),
                           ("conc", "right"), ("TTFT", "right"), ("TPOT", "right"),
