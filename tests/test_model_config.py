@@ -71,9 +71,9 @@ def test_gemma_legacy_gelu_is_the_tanh_approximation():
 
 
 def test_wrapper_with_an_unsupported_language_model_names_it():
-    raw = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}}
+    raw = {"model_type": "llama4", "text_config": {"model_type": "llama4_text"}}
     with pytest.raises(SpecError, match=r"text_config\.model_type: unsupported model_type "
-                                        r"'gemma3_text'"):
+                                        r"'llama4_text'"):
         model_from_config(raw, "x", "x.json")
 
 
