@@ -99,3 +99,17 @@ def test_measured_recommendations_and_pareto_slots(study):
     assert "Batch to 128 &lt;now&gt;" in html and "3.0x tokens/s" in html
     assert 'id="pareto"' in html
     assert any(f["layout"].get("title", {}).get("text") == "Pareto" for f in figures(html))
+
+
+def test_byte_axes_tick_at_powers_of_two():
+    """A message-size axis reads 64 KiB, 256 KiB, 1 MiB ..., not 977 KiB (powers of ten shown
+    in binary units)."""
+    import math
+
+    from perfscope.report import fmt as F
+    from perfscope.report.plotly_roofline import binary_ticks
+
+    t = binary_ticks((math.log10(3e4), math.log10(5e8)), lambda v: F.nbytes(v, 1))
+    assert t["ticktext"] == ["64 KiB", "256 KiB", "1 MiB", "4 MiB", "16 MiB", "64 MiB",
+                             "256 MiB"]
+    assert all(math.log2(v).is_integer() for v in t["tickvals"])

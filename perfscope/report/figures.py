@@ -217,7 +217,7 @@ def comm_figure(results: Iterable[Mapping[str, Any]], ceilings: Mapping[str, flo
         ax.axhline(bw, color="black", ls="--" if "busbw" in label else "-", lw=0.8)
         ax.annotate(f"{label} {F.si(bw, 'B/s')}", (1, bw), xycoords=("axes fraction", "data"),
                     ha="right", va="bottom", fontsize=8)
-    ax.set_xscale("log")
+    ax.set_xscale("log", base=2)  # message sizes tick at 1 KiB, 4 KiB, ... not 977 KiB
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(_fmt(lambda v: F.nbytes(v, 1)))
     ax.yaxis.set_major_formatter(_fmt(lambda v: F.si(v, "B/s", 1)))

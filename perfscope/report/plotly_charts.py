@@ -17,6 +17,7 @@ from perfscope.report.plotly_roofline import (
     _layout,
     _xaxis,
     _yaxis,
+    binary_ticks,
     decade_ticks,
     label_notes,
     legend_keys,
@@ -340,7 +341,7 @@ def link_chart(panels: Sequence[tuple[str, Sequence[C.CommPt], Mapping[str, tupl
           math.log10(max(xs)) + 0.3)
     yr = (math.log10(min(ys[1:] or [1.0])) - 0.3, math.log10(max(ys)) + 0.3)
     layout["xaxis"] = {"type": "log", "title": {"text": "message per rank"}, "range": list(xr),
-                       "gridcolor": "#eee", **decade_ticks(xr, lambda v: F.nbytes(v, 1))}
+                       "gridcolor": "#eee", **binary_ticks(xr, lambda v: F.nbytes(v, 1))}
     layout["yaxis"] = {"type": "log", "title": {"text": "bus bandwidth"}, "range": list(yr),
                        "gridcolor": "#eee", **decade_ticks(yr, lambda v: F.si(v, "B/s", 1))}
     layout["shapes"] = shapes

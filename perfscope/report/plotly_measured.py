@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perfscope.report import fmt as F
-from perfscope.report.plotly_roofline import _esc, _layout, decade_ticks
+from perfscope.report.plotly_roofline import _esc, _layout, binary_ticks, decade_ticks
 
 
 def comm_measured_chart(results: Sequence[Mapping[str, Any]], title: str = "") -> dict:
@@ -33,7 +33,7 @@ def comm_measured_chart(results: Sequence[Mapping[str, Any]], title: str = "") -
     xr = (math.log10(min(xs)) - 0.2, math.log10(max(xs)) + 0.2)
     yr = (math.log10(min(ys)) - 0.3, math.log10(max(ys)) + 0.3)
     layout["xaxis"] = {"type": "log", "range": list(xr), "title": {"text": "message (bytes)"},
-                       "gridcolor": "#eee", **decade_ticks(xr, lambda v: F.nbytes(v, 1))}
+                       "gridcolor": "#eee", **binary_ticks(xr, lambda v: F.nbytes(v, 1))}
     layout["yaxis"] = {"type": "log", "range": list(yr), "gridcolor": "#eee",
                        "title": {"text": "bus bandwidth"},
                        **decade_ticks(yr, lambda v: F.si(v, "B/s", 1))}

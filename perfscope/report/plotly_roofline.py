@@ -249,6 +249,17 @@ def decade_ticks(r: tuple[float, float], text) -> dict[str, Any]:
     return {"tickmode": "array", "tickvals": vals, "ticktext": [text(v) for v in vals]}
 
 
+def binary_ticks(r: tuple[float, float], text, most: int = 8) -> dict[str, Any]:
+    """Ticks at powers of two in the log10 range ``r`` (sizes in bytes read as 1 KiB, 4 KiB,
+    ... not 977 KiB), every 2^k-th power so that at most ``most`` remain."""
+    exps = list(range(math.ceil(r[0] / math.log10(2)), math.floor(r[1] / math.log10(2)) + 1))
+    step = 1
+    while len([e for e in exps if e % step == 0]) > most:
+        step *= 2
+    vals = [2.0 ** e for e in exps if e % step == 0]
+    return {"tickmode": "array", "tickvals": vals, "ticktext": [text(v) for v in vals]}
+
+
 def _xaxis(dom: tuple[float, float], xr: tuple[float, float], i: int) -> dict[str, Any]:
     from perfscope.report import fmt as F
 
