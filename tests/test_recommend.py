@@ -235,3 +235,41 @@ def test_attention_dp_layouts_fit_80_columns_uncut():
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout and max(len(x) for x in r.stdout.splitlines()) <= 80
     assert "ADP" in r.stdout
+
+
+def test_ties_go_to_the_checkpoints_own_format():
+    """DeepSeek-V3 ships fp8 (128 x 128 blocks); int8 W8A8 of the same layout moves the same
+    bytes less a few block scales, a tie: the recommendation keeps the checkpoint's fp8 rather
+    than a re-quantization, and ranks it first."""
+    r = recommend(RecommendRequest(load_model("deepseek-v3"), load_hw("h200-sxm"), gpus=8,
+                                   isl=1024, osl=256, weight_dtypes=("int8", "fp8"),
+                                   kv_dtypes=("fp8",), max_concurrency=64))
+    assert r.status == "ok" and r.top is not None
+    assert r.top.scheme.startswith("fp8")
+    same = [c for c in r.ranked if c.layout == r.top.layout and c.dp == r.top.dp]
+    assert [c.scheme.split("-")[0] for c in same][:2] == ["fp8", "int8"]
+    assert same[1].tokens_per_s_per_gpu >= 0.995 * same[0].tokens_per_s_per_gpu
+
+
+def test_prefer_native_reorders_ties_only():
+    """int8 0.1% ahead of the checkpoint's fp8 at one layout: fp8 first; 5% ahead: int8
+    stays first; another layout is never reordered past."""
+    import dataclasses
+
+    from perfscope.recommend.search import _prefer_native
+    from perfscope.recommend.types import Candidate
+
+    req = RecommendRequest(load_model("deepseek-v3"), load_hw("h200-sxm"), gpus=8, isl=1024,
+                           osl=256)
+    base = Candidate(tp=8, pp=1, ep=8, attn_dp=1, dp=1, scheme="int8", weight_dtype="int8",
+                     act_dtype="int8", kv_dtype="fp8", concurrency=64, ttft_s=1.0,
+                     tpot_s=0.05, e2e_s=2.0, tokens_per_s_per_gpu=1001.0,
+                     tokens_per_s_per_user=20.0, memory_per_gpu_bytes=1e11,
+                     max_concurrency=300, meets_targets=True)
+    fp8 = dataclasses.replace(base, scheme="fp8", weight_dtype="fp8-b128x128",
+                              act_dtype="fp8", tokens_per_s_per_gpu=1000.0)
+    other = dataclasses.replace(base, tp=4, tokens_per_s_per_gpu=999.0)
+    assert [c.scheme for c in _prefer_native([base, fp8, other], req)] == \
+        ["fp8", "int8", "int8"]
+    far = dataclasses.replace(base, tokens_per_s_per_gpu=1050.0)
+    assert [c.scheme for c in _prefer_native([far, fp8], req)] == ["int8", "fp8"]

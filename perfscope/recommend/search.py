@@ -19,6 +19,7 @@ import numpy as np
 
 from perfscope.errors import InputError, PerfscopeError
 from perfscope.recommend.space import (
+    DEFAULT_WEIGHT_DTYPES,
     Structural,
     concurrency_grid,
     kv_bits,
@@ -211,7 +212,8 @@ def recommend(req: RecommendRequest) -> RecommendResult:
         best += candidates(search, e, np.array([i_best]))
         front_pts.append(np.stack([tps_user[idx], tps_gpu[idx]], axis=1))
         front_ref += [(k, int(i)) for i in idx]
-    ranked = sorted(best, key=lambda c: (-c.tokens_per_s_per_gpu, -c.tokens_per_s_per_user))
+    ranked = _prefer_native(sorted(best, key=lambda c: (-c.tokens_per_s_per_gpu,
+                                                      -c.tokens_per_s_per_user)), req)
     pareto: list[Candidate] = []
     if front_pts:
         pts = np.concatenate(front_pts)
@@ -249,6 +251,34 @@ def recommend(req: RecommendRequest) -> RecommendResult:
     return RecommendResult(req, search.eng.name, status, message, top, tuple(ranked[:TOP_N]),
                            tuple(pareto), tuple(cloud), tuple(recs), ans, tuple(quant),
                            searched, _uncertainty(search))
+
+
+TIE = 0.005  # throughputs this close are a tie: the scale layouts' bytes, not the scheme
+
+
+def _prefer_native(ranked: list[Candidate], req: RecommendRequest) -> list[Candidate]:
+    """Among rows of one layout and KV dtype whose throughputs tie (within TIE), the
+    checkpoint's own weight format first, then the simpler scheme (the order of
+    DEFAULT_WEIGHT_DTYPES): DeepSeek-V3's fp8 checkpoint rather than an int8 re-quantization
+    that only saves block-scale bytes."""
+    native = req.model.quant.weight if req.model.quant is not None else None
+    order = {n: i for i, n in enumerate(DEFAULT_WEIGHT_DTYPES)}
+
+    def pref(c: Candidate) -> tuple[int, int]:
+        base = c.scheme.split("-")[0]  # int8-wo: int8 weights
+        return (0 if base == native else 1, order.get(base, len(order)))
+
+    out = list(ranked)
+    swapped = True
+    while swapped:  # adjacent swaps until none is left (ties are rare: a pass or two)
+        swapped = False
+        for j in range(1, len(out)):
+            a, b = out[j - 1], out[j]
+            same = (a.layout, a.dp, a.kv_dtype) == (b.layout, b.dp, b.kv_dtype)
+            tie = b.tokens_per_s_per_gpu >= (1 - TIE) * a.tokens_per_s_per_gpu
+            if same and tie and pref(b) < pref(a):
+                out[j - 1], out[j], swapped = b, a, True
+    return out
 
 
 def _thin(front: list[Candidate], rel: float = 0.01) -> list[Candidate]:
