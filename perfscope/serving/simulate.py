@@ -159,20 +159,22 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
     # the whole of it)
     delta = np.where(eng.mixed_batches, np.maximum(p_own - n_ch * d, 0.0), p_own)
     cycle = p_own + (osl - 1) * d + (r - 1) * delta  # one request's life, queueing aside
-    rho = np.minimum(r * p_own / cycle, RHO_MAX)
-    queued = rho / (2 * (1 - rho)) * p_own
-    steady = np.where(r > 1, d / 2, 0.0) + queued + p_own + \
-        batch_wait(eng, r, isl, r * d / cycle) * d
-    burst = _cluster_ttft(sm, eng, eff, kv_bits, r, r, isl, ctx, d, M)
     if bench.kind == "open":
-        # Poisson arrivals at ``rate``: every request arrives alone, and the prefill queue is
-        # M/D/1 with the load the rate puts on it (not the closed loop's self-throttled one)
+        # Poisson arrivals at ``rate``: the prefill queue carries the load the rate puts on
+        # it (not the closed loop's self-throttled one); serve_rate refuses rho >= 1
         if rate is None:
             raise ValueError("serve(bench=OPEN) needs rate=")
-        rho = np.minimum(rate * p_own, OPEN_RHO_MAX)  # serve_rate refuses rho >= 1
-        steady = np.where(r > 1, d / 2, 0.0) + rho / (2 * (1 - rho)) * p_own + p_own + \
-            batch_wait(eng, r, isl, rate * d) * d
-        first = steady
+        rho = np.minimum(rate * p_own, OPEN_RHO_MAX)
+        arrivals = rate * d  # per decode iteration
+    else:
+        rho = np.minimum(r * p_own / cycle, RHO_MAX)
+        arrivals = r * d / cycle
+    queued = rho / (2 * (1 - rho)) * p_own
+    steady = np.where(r > 1, d / 2, 0.0) + queued + p_own + \
+        batch_wait(eng, r, isl, arrivals) * d
+    burst = _cluster_ttft(sm, eng, eff, kv_bits, r, r, isl, ctx, d, M)
+    if bench.kind == "open":
+        first = steady  # every request arrives alone
     elif bench.kind == "cluster":
         k = np.clip(bench.cluster_scale * c ** bench.cluster_exponent, 1.0, r)
         first = _cluster_ttft(sm, eng, eff, kv_bits, k, r, isl, ctx, d, M)
