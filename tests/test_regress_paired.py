@@ -1,6 +1,6 @@
 """The paired loop, the worker protocol and the sides, without relying on timing precision:
 fake sides with known times, a worker served over in-memory pipes, and end-to-end runs whose
-difference (2x, sleeps) no load can hide."""
+difference (4x, sleeps) no load can hide."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ PLUMBING = Settings(min_rounds=10, max_rounds=40, max_time_s=4.0, check_every=5,
 
 
 def test_run_regress_directories_end_to_end(tmp_path: Path) -> None:
-    base, cand = _tree(tmp_path / "a", 2000), _tree(tmp_path / "b", 4000)  # 2x the work
+    base, cand = _tree(tmp_path / "a", 2000), _tree(tmp_path / "b", 8000)  # 4x the work
     suite = tmp_path / "suite.py"
     suite.write_text(SUITE)
     s = PLUMBING
@@ -175,10 +175,11 @@ def test_run_regress_directories_end_to_end(tmp_path: Path) -> None:
     assert doc["verdict"] == "regression" and doc["exit_code"] == 1
     (b,) = doc["benchmarks"]
     assert b["name"] == "work" and b["verdict"] == "regression"
-    # 2x the additions; the bounds are loose on purpose: CPU time on a shared 2-core machine
-    # still moves with what the sibling hyperthread runs (CI once read 3.4x), and this test is
-    # about the plumbing and the verdict's direction, not the clock's precision
-    assert 1.3 < b["ratio"] < 8.0 and b["ci_low"] > 1.05
+    # 4x the additions (a quiet machine read 3.5x to 4.6x); the bounds are loose on purpose: CPU
+    # time on a shared 2-core machine still moves with what the sibling hyperthread runs (with
+    # 2x the work, CI once read 3.4x and once 1.23x), and this test is about the plumbing and
+    # the verdict's direction, not the clock's precision
+    assert 1.5 < b["ratio"] < 16.0 and b["ci_low"] > 1.05
     assert doc["baseline"]["kind"] == doc["candidate"]["kind"] == "dir"
     # the reverse is an improvement
     doc = run_regress(Request(baseline=str(cand), candidate=str(base), suite=suite,

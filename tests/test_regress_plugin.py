@@ -11,10 +11,10 @@ def test_fixture_reports_verdicts(pytester) -> None:
             return sum(range(n))
 
         def test_slower(perfscope_compare):  # CPU time: robust to an oversubscribed machine
-            r = perfscope_compare(baseline=lambda: work(2000), candidate=lambda: work(4000),
-                                  min_rounds=10, clock="cpu")
+            r = perfscope_compare(baseline=lambda: work(2000), candidate=lambda: work(8000),
+                                  min_rounds=10, clock="cpu")  # 4x the work
             assert r.verdict == "regression", r.summary
-            assert r.ci_low > 1.05 and r.ratio > 1.3
+            assert r.ci_low > 1.05 and r.ratio > 1.5
             assert r.summary.startswith("regression: candidate/baseline")
 
         def test_faster_on_the_cpu_clock(perfscope_compare):
