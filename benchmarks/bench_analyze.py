@@ -4,7 +4,7 @@ Targets (issue "Analytic core"): under 100 us per API call, under 0.3 s per CLI 
 no torch import on the analytic path. Prints measured / target ratios side by side.
 
     python benchmarks/bench_analyze.py
-    python benchmarks/bench_analyze.py --against /path/to/other/checkout
+    python benchmarks/bench_analyze.py --against /path/to/other/checkout [--rounds 12]
 
 ``--against`` times another checkout of perfscope in the same run, in alternating worker
 processes, and prints this tree / that tree per case: on a shared, noisy machine only a
@@ -91,13 +91,15 @@ def compare(other: Path, rounds: int = 4) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--against", type=Path, help="another perfscope checkout to compare with")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="worker processes per tree with --against (more: steadier minima)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker()
         return
     if args.against:
-        compare(args.against.resolve())
+        compare(args.against.resolve(), args.rounds)
         return
     print(f"{'case':44} {'median':>10} {'min':>10} {'target':>8} {'ratio':>6}")
     for model, kw in CASES:

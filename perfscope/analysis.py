@@ -102,10 +102,11 @@ def _totals(c: Ctx, graph: OpGraph, points: tuple[RooflinePoint, ...], sums: Sum
     flops, nbytes = sum(fk.values()), sum(bk.values())
     peak = hw.tensor_flops(c.precision.compute)[0]
     bw = hw.memory_bandwidth_bytes_s
+    # positional (mfu, mbu, tokens_per_s last): a NamedTuple built from keywords is slower
     return Totals(flops, nbytes, time, max(tb, key=tb.__getitem__), fk, bk, tk,
-                  mfu=flops / (time * peak) if time else 0.0,
-                  mbu=nbytes / (time * bw) if time else 0.0,
-                  tokens_per_s=c.all_tokens / time if time else 0.0)
+                  flops / (time * peak) if time else 0.0,
+                  nbytes / (time * bw) if time else 0.0,
+                  c.all_tokens / time if time else 0.0)
 
 
 def _busiest_stage(c: Ctx, graph: OpGraph, points) -> tuple[dict[str, float], dict[str, float]]:

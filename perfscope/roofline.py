@@ -10,7 +10,6 @@ point says which link it used and where its ceiling came from (spec | measured |
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import NamedTuple
 
 from perfscope.analytic.ops import Op, OpGraph
@@ -40,10 +39,11 @@ class RooflinePoint(NamedTuple):
 
 
 _new = tuple.__new__
-# the fields place() reads, by name, in one C-level call: as fast as op[1], op[3]... and
-# faster than eleven attribute lookups (benchmarks/bench_analyze.py)
-_FIELDS = attrgetter("kind", "count", "unit", "dtype", "flops", "weight_bytes", "act_in_bytes",
-                     "act_out_bytes", "kv_read_bytes", "kv_write_bytes", "dequant_flops")
+# place() unpacks each Op whole, as a tuple: one opcode, faster than fetching its fields by
+# name (benchmarks/bench_analyze.py); this fails loudly if Op's fields change
+assert Op._fields == ("name", "kind", "layer", "count", "flops", "weight_bytes", "act_in_bytes",
+                      "act_out_bytes", "kv_read_bytes", "kv_write_bytes", "dtype", "unit",
+                      "shape", "dequant_flops", "comm", "comm_bytes", "ranks", "impl")
 
 
 class Sums(NamedTuple):
@@ -70,35 +70,39 @@ def place(graph: OpGraph, hw: HardwareSpec,
     bw, bw_src = hw.memory_bandwidth(ceiling)
     fixed = hw.kernel_overhead(ceiling)[0]
     topo = hw.topology
-    peaks: dict[tuple[str, str], tuple[float, str]] = {}
+    tensor_peaks: dict[str, tuple[float, str]] = {}
+    vector_peaks: dict[str, tuple[float, str]] = {}
     vec: dict[str, float] = {}
     out: list[RooflinePoint] = []
     append = out.append
-    fk: dict[str, float] = {}
-    bk: dict[str, float] = {}
-    tk: dict[str, float] = {}
-    tb = {"compute": 0.0, "memory": 0.0, "comm": 0.0}
+    by_kind: dict[str, list[float]] = {}  # kind -> [flops, bytes, time], all x count
+    t_compute = t_memory = t_comm = 0.0
     total = act = overhead = 0.0
     for op in graph.ops:
-        kind, n, unit, dtype, flops, w_b, in_b, out_b, kvr_b, kvw_b, dq = _FIELDS(op)
+        (_, kind, _, n, flops, w_b, in_b, out_b, kvr_b, kvw_b, dtype, unit, _, dq, _, _, _,
+         _) = op
+        acc = by_kind.get(kind)
+        if acc is None:
+            acc = by_kind[kind] = [0.0, 0.0, 0.0]
         if unit == "link":
             c = comm_cost(op, topo, ceiling)
             append(_new(RooflinePoint, (op, 0.0, 0.0, 0.0, c.bus_bytes_s, 0.0, c.time_s, c.time_s,
                                         "comm", c.source, 0.0, c.link, c.algorithm,
                                         c.overhead_s)))
             t = c.time_s * n
-            total += t
             overhead += c.overhead_s * n
-            fk[kind] = fk.get(kind, 0.0)
-            bk[kind] = bk.get(kind, 0.0)
-            tk[kind] = tk.get(kind, 0.0) + t
-            tb["comm"] += t
+            acc[2] += t
+            t_comm += t
+            total += t
             continue
-        key = (unit, dtype)
-        pk = peaks.get(key)
-        if pk is None:
-            pk = peaks[key] = hw.tensor_flops(dtype, ceiling) if unit == "tensor" else \
-                (hw.vector_flops(dtype), "spec")
+        if unit == "tensor":
+            pk = tensor_peaks.get(dtype)
+            if pk is None:
+                pk = tensor_peaks[dtype] = hw.tensor_flops(dtype, ceiling)
+        else:
+            pk = vector_peaks.get(dtype)
+            if pk is None:
+                pk = vector_peaks[dtype] = (hw.vector_flops(dtype), "spec")
         peak = pk[0]
         io = in_b + out_b
         if io > act:
@@ -122,16 +126,21 @@ def place(graph: OpGraph, hw: HardwareSpec,
             time = t_c + extra
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "compute",
                                         pk[1], b, None, None, fixed)))
-            tb["compute"] += time * n
+            t = time * n
+            t_compute += t
         else:
             time = t_m + extra
             append(_new(RooflinePoint, (op, inten, att, peak, bw, t_c, t_m, time, "memory",
                                         bw_src, b, None, None, fixed)))
-            tb["memory"] += time * n
-        t = time * n
+            t = time * n
+            t_memory += t
         total += t
         overhead += fixed * n
-        fk[kind] = fk.get(kind, 0.0) + flops * n
-        bk[kind] = bk.get(kind, 0.0) + b * n
-        tk[kind] = tk.get(kind, 0.0) + t
+        acc[0] += flops * n
+        acc[1] += b * n
+        acc[2] += t
+    fk = {k: a[0] for k, a in by_kind.items()}
+    bk = {k: a[1] for k, a in by_kind.items()}
+    tk = {k: a[2] for k, a in by_kind.items()}
+    tb = {"compute": t_compute, "memory": t_memory, "comm": t_comm}
     return tuple(out), Sums(total, fk, bk, tk, tb, act, overhead)

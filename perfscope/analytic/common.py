@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
-from perfscope.analytic.ops import Op, make_op
+from perfscope.analytic.ops import Op
 from perfscope.analytic.parallel import Shard
 from perfscope.specs.model import ModelSpec
 from perfscope.specs.model.counting import (
@@ -26,6 +26,7 @@ from perfscope.specs.precision import Precision
 from perfscope.specs.scenario import Scenario, field_error
 from perfscope.units import DTYPE_BITS, QuantFormat, gemm_input_bits, quant_format
 
+_new = tuple.__new__  # Op(...) without NamedTuple.__new__: the builders' fast path
 RMSNORM_FLOPS = 4  # x^2, sum, x * rsqrt(mean), * weight
 LAYERNORM_FLOPS = 7  # mean, subtract, square, sum, * rstd, * weight, + bias
 # W8A8 dynamic per-token activation quantization: |x|, running max, x * (1/scale) -> 3
@@ -70,6 +71,11 @@ class Ctx(NamedTuple):
     layer_weight_bytes: tuple[float, float]  # one dense layer, one MoE layer, on this rank
 
 
+assert Ctx._fields == ("model", "scenario", "precision", "shard", "batch", "new_tokens", "cached",
+                       "tokens", "all_tokens", "act_bytes", "gemm_in_bytes", "kv_bytes",
+                       "store_dtype", "head_bytes", "weights", "layer_weight_bytes")
+
+
 def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
     if p.act in ("fp32", "tf32"):
         store = "fp32"
@@ -82,12 +88,19 @@ def make_ctx(m: ModelSpec, s: Scenario, p: Precision, sh: Shard) -> Ctx:
     group_batch = -(-s.batch // sh.attn_dp)  # the busiest attention-DP group
     weights, layer_bytes = priced_weights(m, sh, p.weight, head_dtype,
                                           p.weight.quantized and p.weight.dtype != p.compute)
-    return Ctx(m, s, p, sh, batch=group_batch, new_tokens=new, cached=s.cached_before,
-               tokens=group_batch * new, all_tokens=s.batch * new,
-               act_bytes=DTYPE_BITS[store] / 8, gemm_in_bytes=gemm_input_bits(p.act) / 8,
-               kv_bytes=DTYPE_BITS[p.kv] / 8, store_dtype=store,
-               head_bytes=DTYPE_BITS[head_dtype] / 8,
-               weights=weights, layer_weight_bytes=layer_bytes)
+    # positional, in Ctx's field order (a NamedTuple built from keywords costs 1 us more)
+    return _new(Ctx, (m, s, p, sh,
+                      group_batch,  # batch
+                      new,  # new_tokens
+                      s.cached_before,  # cached
+                      group_batch * new,  # tokens
+                      s.batch * new,  # all_tokens
+                      DTYPE_BITS[store] / 8,  # act_bytes
+                      gemm_input_bits(p.act) / 8,  # gemm_in_bytes
+                      DTYPE_BITS[p.kv] / 8,  # kv_bytes
+                      store,  # store_dtype
+                      DTYPE_BITS[head_dtype] / 8,  # head_bytes
+                      weights, layer_bytes))
 
 
 @lru_cache(maxsize=256)
@@ -154,21 +167,26 @@ def check_layout(m: ModelSpec, sh: Shard, fmt: QuantFormat, weights: tuple[Weigh
 
 # ---- GEMMs -----------------------------------------------------------------------------------
 
+# the GEMM builders unpack Priced and Weight records whole (one opcode, faster than their
+# fields by name, benchmarks/bench_analyze.py); this fails loudly if their fields change
+assert Priced._fields == ("weight", "bytes", "dequant")
+assert Weight._fields == ("name", "rows", "cols", "kind", "bias", "copies", "param")
+
+
 def linear(c: Ctx, name: str, rows: float, at: Site) -> Op:
     """Y[rows, n] = X[rows, k] @ W[n, k]^T (+ b) with the inventory's weight ``name``."""
-    pw = c.weights[name]
-    w = pw.weight
-    return _gemm(c, name, rows, w.rows, w.cols, at, w.bias, 1.0, rows, pw.bytes,
-                 w.kind == HEAD, pw.dequant)
+    w, wb, dequant = c.weights[name]
+    _, n, k, kind, bias, _, _ = w
+    return _gemm(c, name, rows, n, k, at, bias, 1.0, rows, wb, kind == HEAD, dequant)
 
 
 def experts(c: Ctx, name: str, rows: float, groups: float, at: Site) -> Op:
     """``groups`` GEMMs (one per touched expert, weights of inventory entry ``name``) over
     ``rows`` token-expert assignments in all, ``rows / groups`` each."""
-    pw = c.weights[name]
-    w = pw.weight
-    return _gemm(c, name, rows / groups if groups else 0.0, w.rows, w.cols, at, w.bias,
-                 groups, rows, groups * pw.bytes, w.kind == HEAD, pw.dequant)
+    w, wb, dequant = c.weights[name]
+    _, n, k, kind, bias, _, _ = w
+    return _gemm(c, name, rows / groups if groups else 0.0, n, k, at, bias, groups, rows,
+                 groups * wb, kind == HEAD, dequant)
 
 
 def gemm_part(c: Ctx, name: str, of: str, m: float, n: int, k: int, groups: float,
@@ -191,12 +209,14 @@ def _gemm(c: Ctx, name: str, m: float, n: int, k: int, at: Site, bias: bool, gro
     else:
         in_b, dtype = c.gemm_in_bytes, c.precision.compute
         deq = 2.0 * groups * n * k if dequant else 0.0  # scale and convert each weight
-    shape = {"m": max(1, round(m)), "n": n, "k": k}
+    mr = round(m)
+    shape = {"m": mr if mr > 1 else 1, "n": n, "k": k}
     if groups != 1:
         shape["groups"] = max(1, round(groups))
-    return make_op(name, "gemm", at.layer, at.count, flops, weight_bytes, rows * k * in_b,
-                   rows * n * c.act_bytes, 0.0, 0.0, dtype, "tensor", shape, deq,
-                   _GEMM_BIAS if bias else _GEMM)
+    # make_op's tuple, built here (GEMMs are most of the ops)
+    return _new(Op, (name, "gemm", at[0], at[1], flops, weight_bytes, rows * k * in_b,
+                     rows * n * c.act_bytes, 0.0, 0.0, dtype, "tensor", shape, deq, None, 0.0,
+                     1, _GEMM_BIAS if bias else _GEMM))
 
 
 _GEMM = {"op": "matmul", "bias": False}
@@ -223,9 +243,9 @@ def norm(c: Ctx, name: str, tokens: float, width: int, at: Site, *, fused_add: b
     flops = e * (per + (1 if fused_add else 0) + (QUANT_FLOPS if quant else 0))
     impl = {"norm": "layernorm" if layernorm else "rmsnorm", "fused_add": fused_add,
             "quant_out": quant, "group": group or width}
-    return make_op(name, "norm", at.layer, at.count, flops, nw, (2 if fused_add else 1) * e * ab,
-                   e * out, 0.0, 0.0, c.store_dtype, "vector",
-                   {"tokens": int(tokens), "width": width}, 0.0, impl)
+    return _new(Op, (name, "norm", at[0], at[1], flops, nw, (2 if fused_add else 1) * e * ab,
+                     e * out, 0.0, 0.0, c.store_dtype, "vector",
+                     {"tokens": int(tokens), "width": width}, 0.0, None, 0.0, 1, impl))
 
 
 def elementwise(c: Ctx, name: str, tokens: float, width: int, at: Site, *,
@@ -241,9 +261,10 @@ def elementwise(c: Ctx, name: str, tokens: float, width: int, at: Site, *,
         out_b, flops_per = c.gemm_in_bytes, flops_per + QUANT_FLOPS
     if impl is not None and quant:
         impl = {**impl, "quant_out": True}
-    return make_op(name, kind, at.layer, at.count, e * flops_per, 0.0,
-                   n_in * e * c.act_bytes + extra_read, n_out * e * out_b, 0.0, 0.0,
-                   c.store_dtype, "vector", {"tokens": int(tokens), "width": width}, 0.0, impl)
+    return _new(Op, (name, kind, at[0], at[1], e * flops_per, 0.0,
+                     n_in * e * c.act_bytes + extra_read, n_out * e * out_b, 0.0, 0.0,
+                     c.store_dtype, "vector", {"tokens": int(tokens), "width": width}, 0.0, None,
+                     0.0, 1, impl))
 
 
 ADD = {"op": "add"}

@@ -85,7 +85,7 @@ def _unsupported(field: str, d: str, why: str) -> UnsupportedDtypeError:
 
 def resolve_precision(s: Scenario, hw: HardwareSpec, model: ModelSpec | None = None) -> Precision:
     """What runs for scenario ``s`` on ``hw`` with ``model``'s checkpoint (see the module)."""
-    # pure in these fields: cached on them (a HardwareSpec is not hashable)
+    # pure in these fields: cached on them, the device by what resolution reads of it
     return _resolve(s.weight_dtype, s.act_dtype, s.kv_dtype, s.group_size,
                     model.quant if model is not None else None, _Device.of(hw))
 
@@ -98,7 +98,10 @@ class _Device(NamedTuple):
     dtypes: frozenset[str]
 
     @staticmethod
+    @lru_cache(maxsize=64)
     def of(hw: HardwareSpec) -> _Device:
+        """Pure in ``hw`` (hashable, its hash computed once): cached, so that the frozenset
+        and its hash are not rebuilt on every analysis."""
         return _Device(hw.display_name, hw.vendor, frozenset(hw.dtypes()))
 
     def has_dtype(self, d: str) -> bool:
