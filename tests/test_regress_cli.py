@@ -60,6 +60,7 @@ def test_csv_to_a_file(capsys, tmp_path: Path) -> None:
     ((), "--baseline: required"),
     (("--baseline", "HEAD", "--threshold", "3"), "--threshold"),
     (("--baseline", "HEAD", "--cpus", "999"), "--cpus"),
+    (("--baseline", "HEAD", "--workers", "0"), "--workers 0"),
     (("--baseline", "no-such-ref-xyz"), "not a directory and not a commit"),
     (("--baseline", "HEAD", "--format", "xml"), "--format"),
     (("--baseline", "HEAD", "--suite", "nope.py"), "no benchmark suite"),

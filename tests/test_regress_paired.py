@@ -18,7 +18,7 @@ from perfscope.errors import InputError
 from perfscope.regress import worker
 from perfscope.regress.paired import Settings, compare
 from perfscope.regress.run import Request, resolve_cpus, run_regress
-from perfscope.regress.sides import SetupReport
+from perfscope.regress.sides import SetupReport, WorkerPool
 
 FAST = Settings(min_rounds=10, max_rounds=60, max_time_s=10.0, check_every=5, block_rounds=5,
                 sample_s=0.001)
@@ -65,6 +65,49 @@ def test_compare_gives_each_benchmark_its_verdict() -> None:
     for bm in c.benchmarks:
         assert len(bm.blocks) == -(-len(bm.baseline_s) // FAST.block_rounds)
         assert a.resets.count(bm.name) == b.resets.count(bm.name) == len(bm.blocks) - 1
+
+
+def test_worker_pools_pair_every_process_with_every_other() -> None:
+    log: list[tuple[str, str]] = []
+    a = WorkerPool([FakeSide(f"a{i}", {"f": 1e-3}, log, i) for i in range(2)], skew=0)
+    b = WorkerPool([FakeSide(f"b{i}", {"f": 1e-3}, log, i) for i in range(2)], skew=1)
+    assert a.setup(None).ready == {"f": 1e-3} and a.setup(None).skipped
+    pairs = []
+    for block in range(8):
+        if block:
+            a.reset("f")
+            b.reset("f")
+        a.run("f", 1)
+        b.run("f", 1)
+        pairs.append((log[-2][0], log[-1][0]))
+    # blocks 0-3 meet every pairing once, then the cycle repeats
+    assert pairs[:4] == [("a0", "b0"), ("a1", "b1"), ("a0", "b1"), ("a1", "b0")]
+    assert pairs[4:] == pairs[:4]
+    # each reset set the benchmark up again on the process the next block runs on: the
+    # baseline's blocks 2, 4, 6 on process 0, blocks 1, 3, 5, 7 on process 1
+    assert [len(w.resets) for w in a.workers] == [3, 4]
+
+
+def test_one_process_lasting_luck_is_not_called_a_regression() -> None:
+    # Identical code, but one candidate process runs 7% slow for its whole life (as measured
+    # here: a whole quick run read 1.07x, interval 1.05-1.09, comparing HEAD with itself).
+    # With one process per side that is a "regression"; with two per side whose blocks take
+    # turns, the same luck shows as block-to-block variation and the verdict stays open.
+    s = Settings(min_rounds=40, max_rounds=160, max_time_s=10.0, check_every=8,
+                 block_rounds=8, sample_s=0.001)
+
+    def pools(k: int) -> tuple[WorkerPool, WorkerPool]:
+        log: list[tuple[str, str]] = []
+        base = [FakeSide("a", {"f": 1e-3}, log, i) for i in range(k)]
+        cand = [FakeSide("b", {"f": 1e-3 * (1.07 if i == 0 else 1.0)}, log, 10 + i)
+                for i in range(k)]
+        return WorkerPool(base, skew=0), WorkerPool(cand, skew=1)
+
+    one = compare(*pools(1), None, s).benchmarks[0].decision
+    two = compare(*pools(2), None, s).benchmarks[0].decision
+    assert one is not None and two is not None
+    assert one.verdict == "regression" and one.ci_low > 1.05
+    assert two.verdict != "regression" and two.ci_low < 1.01 < 1.06 < two.ci_high
 
 
 def test_time_fair_turns_give_slow_benchmarks_fewer_rounds() -> None:

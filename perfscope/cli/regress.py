@@ -61,6 +61,9 @@ def regress_cmd(
                                             "or I/O).")] = "wall",
     threads: Annotated[int, typer.Option(help="Thread count of both sides (OMP/MKL/"
                                               "OpenBLAS/torch).")] = 1,
+    workers: Annotated[int, typer.Option(help="Warm processes per side (refs and "
+                                              "directories); blocks take turns among "
+                                              "them.")] = 2,
     cpus: Annotated[str, typer.Option(help="auto (the last --threads CPUs) | none | ids "
                                            "like 2,3: where both sides run.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the order and the bootstrap.")] = 0,
@@ -84,9 +87,14 @@ def regress_cmd(
     from perfscope.regress.run import Request, resolve_cpus, run_regress
 
     check_format(fmt)
+    if workers < 1:
+        from perfscope.errors import InputError
+
+        raise InputError(f"--workers {workers}: use 1 or more warm processes per side")
     base = QUICK if quick else Settings()
     settings = dataclasses.replace(
         base, threshold=threshold, confidence=confidence, threads=threads, seed=seed,
+        workers=workers,
         clock=clock,
         cpus=resolve_cpus(cpus, threads) if threads >= 1 else (),
         max_rounds=rounds if rounds is not None else max(base.max_rounds, min_rounds or 0),

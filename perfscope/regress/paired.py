@@ -64,6 +64,9 @@ class Settings:
     block_rounds: int = 15  # rounds between two setups of a benchmark
     clock: str = "wall"  # wall | cpu (process CPU time: blind to preemption and to waiting)
     threads: int = 1
+    # warm processes per side (git refs and directories): a benchmark's blocks take turns
+    # among them, so one process's lasting luck shows as variation (sides.WorkerPool)
+    workers: int = 2
     cpus: tuple[int, ...] = ()
     seed: int = 0
     resamples: int = 2000

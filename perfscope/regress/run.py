@@ -27,7 +27,14 @@ from typing import Any
 
 from perfscope.errors import InputError, MeasureError
 from perfscope.regress.paired import Comparison, Settings, Side, compare
-from perfscope.regress.sides import CommandSide, Tree, WorkerSide, checkout, repo_root
+from perfscope.regress.sides import (
+    CommandSide,
+    Tree,
+    WorkerPool,
+    WorkerSide,
+    checkout,
+    repo_root,
+)
 from perfscope.regress.stats import EXIT_CODES, overall_verdict
 
 SCHEMA = "perfscope.regress/1"
@@ -156,17 +163,19 @@ def _sides(r: Request, cpus: tuple[int, ...]) -> Iterator[tuple[Side, Side, Tree
             checkout(r.candidate or str(top(r.repo)), r.repo, "--candidate") as tb:
         _prepare(ta, r.prepare, "baseline")
         _prepare(tb, r.prepare, "candidate")
-        wa = WorkerSide("baseline", ta, suite, threads=s.threads, cpus=cpus, paths=r.paths,
-                        quick=r.quick, clock=s.clock)
+        started: list[WorkerSide] = []
         try:
-            wb = WorkerSide("candidate", tb, suite, threads=s.threads, cpus=cpus,
-                            paths=r.paths, quick=r.quick, clock=s.clock)
-            try:
-                yield wa, wb, ta, tb
-            finally:
-                wb.close()
+            # all processes start at once (they import in parallel); each side is a pool
+            for label, tree in (("baseline", ta), ("candidate", tb)):
+                for _ in range(max(1, s.workers)):
+                    started.append(WorkerSide(label, tree, suite, threads=s.threads,
+                                              cpus=cpus, paths=r.paths, quick=r.quick,
+                                              clock=s.clock))
+            k = max(1, s.workers)
+            yield WorkerPool(started[:k], skew=0), WorkerPool(started[k:], skew=1), ta, tb
         finally:
-            wa.close()
+            for w in started:
+                w.close()
 
 
 def _machine(cpus: tuple[int, ...]) -> dict[str, Any]:

@@ -3,8 +3,14 @@
 - ``checkout``: a git ref of the repository checked out into a temporary ``git worktree``
   (removed afterwards), or a directory used as it is (``.`` is the working tree with its
   uncommitted changes).
-- ``WorkerSide``: one warm Python process per side running the suite over a line protocol
+- ``WorkerSide``: one warm Python process running the suite over a line protocol
   (``worker.py``), so interpreter start-up and imports are paid once, not per sample.
+- ``WorkerPool``: several such processes for one side, a benchmark's blocks taking turns
+  among them. One process can run the same code several percent faster or slower than
+  another for its whole life (where the interpreter and its objects landed in memory:
+  identical code read 1.07x against itself for a whole run, with an interval of
+  1.05-1.09); with blocks spread over processes that luck becomes block-to-block variation,
+  which the block bootstrap sees, instead of a verdict.
 - ``CommandSide``: an arbitrary shell command timed as a whole process per sample.
 
 Both pin the thread pools (OMP/MKL/OpenBLAS/torch) to a fixed count and, where the OS allows,
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +199,54 @@ class WorkerSide:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+class WorkerPool:
+    """``workers`` warm processes of one tree, one Side. Each benchmark starts on process 0
+    and moves on at every reset (the paired loop resets it between blocks): block ``t`` runs
+    on process ``(t + skew x (t // k)) mod k``. The baseline's pool has ``skew`` 0 and the
+    candidate's 1, so over ``k * k`` blocks every pairing of a baseline process with a
+    candidate process occurs once (k = 2: 0-0, 1-1, 0-1, 1-0)."""
+
+    def __init__(self, workers: Sequence[WorkerSide], skew: int = 0) -> None:
+        if not workers:
+            raise ValueError("a worker pool needs at least one worker")
+        self.workers, self.skew = list(workers), skew
+        self._block: dict[str, int] = {}
+
+    def _at(self, name: str) -> WorkerSide:
+        k, t = len(self.workers), self._block.get(name, 0)
+        return self.workers[(t + self.skew * (t // k)) % k]
+
+    def setup(self, names: Sequence[str] | None) -> SetupReport:
+        """Set up every process at once; a benchmark is ready where all of them have it."""
+        with ThreadPoolExecutor(len(self.workers)) as pool:
+            reps = list(pool.map(lambda w: w.setup(names), self.workers))
+        first = reps[0]
+        ready = {n: t for n, t in first.ready.items() if all(n in r.ready for r in reps)}
+        skipped: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for r in reps:
+            for n, why in r.skipped.items():
+                skipped.setdefault(n, why)
+            for n, why in r.errors.items():
+                errors.setdefault(n, why)
+        for n in first.ready:
+            if n not in ready and n not in skipped and n not in errors:
+                errors[n] = "ready in one worker process and not in another"
+        return SetupReport(ready, skipped, errors)
+
+    def run(self, name: str, inner: int) -> float:
+        return self._at(name).run(name, inner)
+
+    def reset(self, name: str) -> None:
+        """The next block of ``name``: on the next process, with its data set up afresh."""
+        self._block[name] = self._block.get(name, 0) + 1
+        self._at(name).reset(name)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
 
 
 class CommandSide:
