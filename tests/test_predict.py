@@ -129,6 +129,9 @@ def test_cli_bad_input_one_line_no_traceback():
     assert len(r.stderr.strip().splitlines()) == 1 and "--osl" in r.stderr
     r = run("predict", *ARGS, "--engine", "nope")
     assert r.returncode != 0 and "--engine" in r.stderr
+    # 0 is refused, not read as the default of 1
+    r = run("predict", *ARGS[:4], "--concurrency", "0")
+    assert r.returncode == 2 and r.stdout == "" and "--concurrency 0" in r.stderr
 
 
 def test_engines_file_is_strict(tmp_path):

@@ -98,7 +98,7 @@ def predict_cmd(
     m = load_model(model)
     isl, osl = serving_lengths(m, isl, osl, "predict")
     p = predict(m, load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
-                Workload(isl, osl, concurrency or 1, rate), engine=engine,
+                Workload(isl, osl, 1 if concurrency is None else concurrency, rate), engine=engine,
                 weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
                 group_size=group_size,
                 ceiling=ceiling, calibration=cal,
