@@ -71,8 +71,7 @@ def place(graph: OpGraph, hw: HardwareSpec,
     fixed = hw.kernel_overhead(ceiling)[0]
     topo = hw.topology
     tensor_peaks: dict[str, tuple[float, str]] = {}
-    vector_peaks: dict[str, tuple[float, str]] = {}
-    vec: dict[str, float] = {}
+    vector_peaks: dict[str, tuple[float, str]] = {}  # also the dequantization's rate
     out: list[RooflinePoint] = []
     append = out.append
     by_kind: dict[str, list[float]] = {}  # kind -> [flops, bytes, time], all x count
@@ -114,10 +113,10 @@ def place(graph: OpGraph, hw: HardwareSpec,
         if dq:
             # weight-only dequantization on the vector unit: published small-batch kernels do
             # not hide it behind the weight stream (gpt-fast int8/int4, LLM-002/003)
-            v = vec.get(dtype)
+            v = vector_peaks.get(dtype)
             if v is None:
-                v = vec[dtype] = hw.vector_flops(dtype)
-            extra += dq / v
+                v = vector_peaks[dtype] = (hw.vector_flops(dtype), "spec")
+            extra += dq / v[0]
         inten = flops / b if b else 0.0
         att = inten * bw
         if att > peak:

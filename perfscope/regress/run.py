@@ -164,14 +164,14 @@ def _sides(r: Request, cpus: tuple[int, ...]) -> Iterator[tuple[Side, Side, Tree
         _prepare(ta, r.prepare, "baseline")
         _prepare(tb, r.prepare, "candidate")
         started: list[WorkerSide] = []
+        k = max(1, s.workers)
         try:
             # all processes start at once (they import in parallel); each side is a pool
             for label, tree in (("baseline", ta), ("candidate", tb)):
-                for _ in range(max(1, s.workers)):
+                for _ in range(k):
                     started.append(WorkerSide(label, tree, suite, threads=s.threads,
                                               cpus=cpus, paths=r.paths, quick=r.quick,
                                               clock=s.clock))
-            k = max(1, s.workers)
             yield WorkerPool(started[:k], skew=0), WorkerPool(started[k:], skew=1), ta, tb
         finally:
             for w in started:
