@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -64,6 +65,20 @@ class CommTable(NamedTuple):
         return np.where(m > 0, t, 0.0)
 
 
+def _bisect(knots: list[int], split: Callable[[int, int, int], bool]) -> None:
+    """Refine between whole-number knots: each interval [a, b] wider than one is halved at
+    m = (a + b) // 2 while ``split(a, b, m)`` says the interpolant misses there (``split``
+    records what it evaluated)."""
+    stack = list(itertools.pairwise(knots))
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        m = (a + b) // 2
+        if split(a, b, m):
+            stack += [(a, m), (m, b)]
+
+
 @lru_cache(maxsize=256)
 def comm_table(topo: Topology, collective: str, ranks: int, stride: int = 1,
                ceiling: str = "spec") -> CommTable:
@@ -81,18 +96,16 @@ def comm_table(topo: Topology, collective: str, ranks: int, stride: int = 1,
         knots |= {p - 1, p, p + 1, p + (p >> 1)}
     xs = sorted(k for k in knots if k <= COMM_MAX_BYTES)
     ys = {x: f(x) for x in xs}
-    stack = list(itertools.pairwise(xs))
-    while stack:
-        a, b = stack.pop()
-        if b - a < 2:
-            continue
-        m = (a + b) // 2
+
+    def split(a: int, b: int, m: int) -> bool:
         fm = f(m)
         chord = ys[a] + (ys[b] - ys[a]) * ((m - a) / (b - a))
         if abs(fm - chord) <= _AFFINE_RTOL * abs(fm):
-            continue  # affine on [a, b]: NCCL's model is a min of affine pieces per range
+            return False  # affine on [a, b]: NCCL's model is a min of affine pieces per range
         ys[m] = fm
-        stack += [(a, m), (m, b)]
+        return True
+
+    _bisect(xs, split)
     x = np.array(sorted(ys), dtype=float)
     y = np.array([ys[int(v)] for v in x])
     slopes = np.diff(y) / np.diff(x)
@@ -163,12 +176,8 @@ def expert_table(n_experts: int, top_k: int, ranks: int) -> ExpertTable:
     geo = sorted({round(EXACT_TOKENS * 2 ** (j / _PER_OCTAVE)) for j in range(steps + 1)})
     for n in geo:
         f(n)
-    stack = list(itertools.pairwise(geo))
-    while stack:
-        a, b = stack.pop()
-        if b - a < 2:
-            continue
-        m = (a + b) // 2
+
+    def split(a: int, b: int, m: int) -> bool:  # f(m) is kept either way (``vals``)
         fa, fb, fm = f(a), f(b), f(m)
         w = math.log(m / a) / math.log(b / a)
         ok = True
@@ -178,8 +187,9 @@ def expert_table(n_experts: int, top_k: int, ranks: int) -> ExpertTable:
             guess = math.exp(math.log(fa[j]) + w * (math.log(fb[j]) - math.log(fa[j])))
             if abs(guess / fm[j] - 1) > EXPERT_RTOL:
                 ok = False
-        if not ok:
-            stack += [(a, m), (m, b)]
+        return not ok
+
+    _bisect(geo, split)
     xs = np.array(sorted(vals), dtype=float)
     return ExpertTable(n_experts, top_k, ranks, xs,
                        np.array([vals[int(x)][0] for x in xs]),
