@@ -278,3 +278,28 @@ def test_cuda_kernels_attributed(llama_cfg):
             assert rows[name]["profiled_flops"] == rows[name]["analytic_flops"] == flops
             assert rows[name]["measured_time_s"] > 0  # its kernels' time
     assert j["hardware"]["dtype"] == "bf16" and j["device"]["kind"] == "cuda"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_grouped_query_sdpa_counted_per_query_head(monkeypatch, strict):
+    """SDPA with 4 query heads over 1 K/V head (``enable_gqa``, as transformers calls it on
+    CUDA) costs QK^T and PV for every query head. torch < 2.13's ``sdpa_flop_count`` asserted
+    equal head counts, which stopped the CUDA profile on an H200 (torch 2.11): ``strict``
+    stands in for that formula."""
+    import torch.utils.flop_counter as fc
+
+    from perfscope.measure.torchprof.instrument import Scopes, count_flops_and_bytes
+
+    if strict:
+        def old_formula(q, k, v):
+            assert q[1] == k[1] == v[1], "sdpa_flop_count: query/key/value shapes are incompatible"
+            return 2 * 2 * q[0] * q[1] * q[2] * k[2] * q[3]
+
+        monkeypatch.setattr(fc, "sdpa_flop_count", old_formula)
+    b, hq, hkv, s, d = 2, 4, 1, 8, 16
+    q, k, v = torch.randn(b, hq, s, d), torch.randn(b, hkv, s, d), torch.randn(b, hkv, s, d)
+    records, _, _ = count_flops_and_bytes(
+        lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+        Scopes())
+    # QK^T: b*hq*s*s dot products of length d; PV the same; 2 FLOPs per multiply-add
+    assert sum(r.flops for r in records) == 2 * (2 * b * hq * s * s * d)

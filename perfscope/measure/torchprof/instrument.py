@@ -224,6 +224,22 @@ def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
 
+def _gqa_shapes(args: tuple) -> tuple:
+    """SDPA's (query, key, value, ...) with grouped-query K/V given as the shapes of their
+    broadcast to every query head: the kernels compute each query head against its group's
+    K/V, but the formula of torch < 2.13 (``sdpa_flop_count``) asserts equal head counts."""
+    import torch
+
+    if len(args) < 3 or not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in args[:3]):
+        return args
+    q, k, v = args[:3]
+    hq, hkv = q.shape[1], k.shape[1]
+    if hkv == hq or hkv == 0 or hq % hkv:
+        return args
+    return (q, torch.Size((k.shape[0], hq, *k.shape[2:])),
+            torch.Size((v.shape[0], hq, *v.shape[2:])), *args[3:])
+
+
 def count_flops_and_bytes(call: Callable[[], Any], scopes: Scopes
                           ) -> tuple[list[CallRecord], dict[str, dict[str, int]], list[str]]:
     """Run ``call`` once under FlopCounterMode and a byte-counting TorchFunctionMode.
@@ -240,9 +256,10 @@ def count_flops_and_bytes(call: Callable[[], Any], scopes: Scopes
 
     def logged(packet: Any, formula: Callable) -> Callable:
         name = normalize(str(packet))
+        sdpa = "scaled_dot_product" in name and "backward" not in name
 
         def count(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
-            n = formula(*args, out_val=out_val, **kwargs)
+            n = formula(*(_gqa_shapes(args) if sdpa else args), out_val=out_val, **kwargs)
             first = args[0] if args and isinstance(args[0], torch.Tensor) else None
             module, cid, tag, index = scopes.where(name)
             records.append(CallRecord(module, cid, tag, name, index,
