@@ -1,5 +1,6 @@
 """benchmarks/gpu_session.sh, read without a GPU: each GPU maps to its own spec (an H200 NVL
-is not an H200 SXM), every measuring step runs under a timeout, and the script parses."""
+is not an H200 SXM), every measuring step runs under a timeout, the script parses, and each
+step reaches the program it names (run against stand-ins for nvidia-smi and python3)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,48 @@ def test_every_measuring_step_has_a_timeout():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True, timeout=30)
     text = SCRIPT.read_text()
     runs = [ln.strip() for ln in text.splitlines()
-            if re.search(r"(^|\s)(ps bench|python3 -m pytest|python3 benchmarks/)", ln)
+            if re.search(r"(^|\s)(python3 -m perfscope|python3 -m pytest|python3 benchmarks/)", ln)
             and not ln.strip().startswith("#")]
     assert runs and all(ln.startswith("step ") for ln in runs), runs
     assert "timeout --kill-after" in text and "DEADLINE_S" in text
+
+
+def _fake_gpu_machine(tmp_path: Path) -> tuple[dict, Path]:
+    """A PATH whose nvidia-smi names an H200 and whose python3 logs its arguments."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_ / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200'\n")
+    (bin_ / "python3").write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "OUT": str(tmp_path / "out"), "HOME": str(tmp_path)}
+    return env, log
+
+
+def test_every_step_reaches_its_program(tmp_path):
+    """A step runs under timeout(1), which executes programs, not shell functions: the first
+    session on an H200 found every `perfscope` step calling procps' ps through a function
+    named ps. Each step must reach python3 with its own arguments."""
+    env, log = _fake_gpu_machine(tmp_path)
+    r = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=SCRIPT.parents[1])
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    perfscope = [c for c in calls if c.startswith("-m perfscope ")]
+    labels = re.findall(r'^step \d+ "([a-z0-9-]+)"', SCRIPT.read_text(), re.M)
+    assert len(perfscope) == sum(1 for ln in SCRIPT.read_text().splitlines()
+                                 if re.match(r'step \d+ "[a-z0-9-]+" python3 -m perfscope', ln))
+    assert any(c.startswith("-m perfscope bench ceilings --device cuda") for c in perfscope)
+    assert all("--hw h200-sxm" in c for c in perfscope if " ops " in c or "profile" in c)
+    # every step ran (none skipped at the deadline, none failed to start)
+    assert r.stderr.count("[exit 0,") == len(labels), r.stderr
+
+
+def test_only_runs_the_named_steps(tmp_path):
+    env, log = _fake_gpu_machine(tmp_path)
+    r = subprocess.run(["bash", str(SCRIPT)], env={**env, "ONLY": "ceilings kernels"},
+                       capture_output=True, text=True, timeout=120, cwd=SCRIPT.parents[1])
+    assert r.returncode == 0, r.stderr
+    calls = [c for c in log.read_text().splitlines() if c.startswith("-m perfscope")]
+    assert [c.split()[2:4] for c in calls] == [["bench", "ceilings"], ["bench", "kernels"]]
