@@ -264,6 +264,25 @@ def test_graph_refused_where_it_would_time_the_cache():
     assert hot == cuda_timing.GraphPlan(1, 200)
 
 
+def test_a_long_call_that_is_launch_bound_gets_a_graph():
+    """Wall time per call includes launching every kernel. An add + RMSNorm + int8
+    quantization of one 4096-wide token took 447 us a call eagerly on an H200 (a dozen
+    kernels), so it was timed without a graph at 130 us; replayed in a graph such a call
+    takes tens of microseconds. The replay probe decides, and the plan follows its time."""
+    big = 8 * 2**30
+    plan, why = cuda_timing.graph_plan(447e-6, 3 * 4096 * 2, H200_L2, big, rotate=True,
+                                       cold=True, replay_s=20e-6)
+    assert plan is not None and why == ""
+    # planned at the replay's 20 us: 50 calls a replay, as a 20 us call gets
+    assert plan.inner == cuda_timing.graph_inner_calls(20e-6) == 50
+    # a replay not much faster than the eager call: the kernels are long, launch is small
+    plan, why = cuda_timing.graph_plan(1e-3, 50 * MIB, H200_L2, big, rotate=True, cold=True,
+                                       replay_s=0.9e-3)
+    assert plan is None and "900 us in a graph" in why and "launch overhead is small" in why
+    # nothing probed (not capturable): as before, no graph for a long call
+    assert cuda_timing.graph_plan(447e-6, MIB, H200_L2, big, rotate=True, cold=True)[0] is None
+
+
 def test_graph_sets_have_their_own_weights():
     built = []
 
@@ -327,6 +346,26 @@ def test_cuda_events_graph_verify_and_telemetry():
     sets = int(g.method.split(" over ")[1].split()[0])
     l2 = timing.cache_bytes("cuda")
     assert sets == 1 or (sets - 1) * 3 * 4 * n >= 2 * l2
+
+
+@pytest.mark.gpu
+@cuda
+def test_many_short_kernels_are_timed_in_a_graph():
+    """A call of 200 elementwise kernels on one 4096-wide row takes far longer to launch
+    eagerly than to run: the replay probe sees that and the call is timed in a graph."""
+    n = 4096
+
+    def chain(x, p):
+        for _ in range(100):
+            x = (x * p).tanh()
+        return x
+
+    g = timing.benchmark(chain, device="cuda", budget_s=0.1, cuda_graph=None,
+                         setup=lambda i: torch.randn(n, device="cuda"),
+                         params=lambda i: torch.rand(n, device="cuda"), set_bytes=3 * 4 * n)
+    assert g.method.startswith("cuda_graph x"), g.method
+    # 200 kernels of a few microseconds each at most, launch gaps gone
+    assert g.median_s < 200 * 5e-6, g.median_s
 
 
 @pytest.mark.gpu

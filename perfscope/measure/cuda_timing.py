@@ -30,6 +30,11 @@ GRAPH_TARGET_S = 1e-3
 GRAPH_MAX_INNER = 1000
 # Calls longer than this are timed without a graph: ~5 us of launch overhead is < 3% of them.
 GRAPH_MAX_CALL_S = 2e-4
+# ... unless one call replayed in a graph takes under this share of its eager wall time: then
+# the call is many short kernels and launching them is most of its time (an H200 session
+# timed an add + RMSNorm + int8 quantization eagerly at 130 us: 447 us of wall time a call,
+# nearly all of it launching a dozen kernels of ~1.5 us each).
+LAUNCH_BOUND_SHARE = 0.5
 GRAPH_MAX_SETS = 4096
 # Independent input sets of a graph may take this share of free memory, at most the cap.
 GRAPH_MEMORY_FRACTION = 0.25
@@ -95,7 +100,8 @@ def tensor_bytes(obj: Any) -> int:
 def graph_plan(per_call_s: float, set_bytes: float | None, l2_bytes: float,
                budget_bytes: float, *, rotate: bool, cold: bool,
                max_call_s: float = GRAPH_MAX_CALL_S,
-               held_bytes: float | None = None) -> tuple[GraphPlan | None, str]:
+               held_bytes: float | None = None,
+               replay_s: float | None = None) -> tuple[GraphPlan | None, str]:
     """Whether to time with a graph, and how: (plan, "") or (None, why not).
 
     ``set_bytes``: bytes one call reads and writes; ``rotate``: the caller can build more
@@ -105,10 +111,16 @@ def graph_plan(per_call_s: float, set_bytes: float | None, l2_bytes: float,
     be rotated is cold only when its own traffic is at least twice the L2. ``held_bytes``
     (default ``set_bytes``): the memory one set holds, for the budget. A replay of ``inner``
     calls never needs more than ``inner`` sets: the flush before each replay covers the rest.
+    ``replay_s``: one call's time replayed in a graph, where it was probed; a long call whose
+    replay takes under LAUNCH_BOUND_SHARE of ``per_call_s`` is launch-bound and planned at
+    ``replay_s``.
     """
     if per_call_s > max_call_s:
-        return None, (f"a call takes {per_call_s * 1e6:.0f} us: launch overhead is small "
-                      "against it")
+        if replay_s is None or not 0 < replay_s < LAUNCH_BOUND_SHARE * per_call_s:
+            seen = "" if replay_s is None else f" ({replay_s * 1e6:.0f} us in a graph)"
+            return None, (f"a call takes {per_call_s * 1e6:.0f} us{seen}: launch overhead is "
+                          "small against it")
+        per_call_s = replay_s
     inner = graph_inner_calls(per_call_s)
     if not cold:
         return GraphPlan(1, inner), ""
@@ -146,11 +158,16 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
         plan, why = None, "graphs not requested"
         if cuda_graph is None or cuda_graph:
             free = torch.cuda.mem_get_info(dev)[0]
+            # a call that looks long in wall time may be launch-bound: replay one to see
+            replay = (_replay_time(fn, sets[0], device)
+                      if cuda_graph is None and est > GRAPH_MAX_CALL_S else None)
             plan, why = graph_plan(est, set_bytes, cache_bytes(device),
                                    min(GRAPH_MEMORY_FRACTION * free, GRAPH_MEMORY_CAP),
                                    rotate=setup is not None, cold=flush_l2,
                                    max_call_s=math.inf if cuda_graph else GRAPH_MAX_CALL_S,
-                                   held_bytes=tensor_bytes(sets[0]))
+                                   held_bytes=tensor_bytes(sets[0]), replay_s=replay)
+            if plan is not None and replay is not None:
+                est = replay  # the run count of the replays follows the time in the graph
         keep = verify_sets if verify is not None else 0
         sampler = sampler_for(device)
         assert sampler is not None
@@ -169,6 +186,38 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
         if verify is not None:
             verify_outputs(verify, used, outs)
     return dataclasses.replace(stats, telemetry=sampler.summary())
+
+
+def _replay_time(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> float | None:
+    """The fastest of three replays of one call captured in a graph (warm, L2 not flushed:
+    an estimate for planning, not a measurement); None where the call cannot be captured."""
+    import torch
+
+    from perfscope.measure.timing import synchronize
+
+    dev = torch.device(device)
+    try:
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            fn(*args)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn(*args)
+        times = []
+        for _ in range(3):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            synchronize(device)
+            times.append(start.elapsed_time(end) * 1e-3)
+        del graph
+        return min(times)
+    except RuntimeError:  # not capturable (a host sync, a CPU fallback): time it eagerly
+        torch.cuda.synchronize(dev)
+        return None
 
 
 def graph_sets(sets: Sequence[tuple[Any, ...]], n: int, setup: Callable[[int], Any] | None,
