@@ -239,8 +239,9 @@ def test_attention_dp_layouts_fit_80_columns_uncut():
 
 def test_ties_go_to_the_checkpoints_own_format():
     """DeepSeek-V3 ships fp8 (128 x 128 blocks); int8 W8A8 of the same layout moves the same
-    bytes less a few block scales, a tie: the recommendation keeps the checkpoint's fp8 rather
-    than a re-quantization, and ranks it first."""
+    bytes less a few block scales, and on an H200 its tensor math runs at 47% of peak where
+    fp8 runs at 73% (hw_specs, measured): the recommendation keeps the checkpoint's fp8 rather
+    than a re-quantization, and ranks it first, int8 at most level with it."""
     r = recommend(RecommendRequest(load_model("deepseek-v3"), load_hw("h200-sxm"), gpus=8,
                                    isl=1024, osl=256, weight_dtypes=("int8", "fp8"),
                                    kv_dtypes=("fp8",), max_concurrency=64))
@@ -248,7 +249,7 @@ def test_ties_go_to_the_checkpoints_own_format():
     assert r.top.scheme.startswith("fp8")
     same = [c for c in r.ranked if c.layout == r.top.layout and c.dp == r.top.dp]
     assert [c.scheme.split("-")[0] for c in same][:2] == ["fp8", "int8"]
-    assert same[1].tokens_per_s_per_gpu >= 0.995 * same[0].tokens_per_s_per_gpu
+    assert same[1].tokens_per_s_per_gpu <= same[0].tokens_per_s_per_gpu
 
 
 def test_prefer_native_reorders_ties_only():
