@@ -127,6 +127,44 @@ def test_bench_document_fills_the_measured_sections(tmp_path):
     assert "measured on Test CPU" in r.stdout
 
 
+MEASURED = ROOT / "reports" / "measured"
+
+
+def test_bench_files_of_one_gpu_session_merge(tmp_path):
+    """A GPU session writes one file per section (benchmarks/gpu_session.sh): --bench takes
+    several of one device and fills the report from all of them; the ops of a prefill and a
+    decode file stand side by side."""
+    from perfscope.cli.profile_report import merge_bench
+
+    files = [MEASURED / f"{n}-NVIDIA-H200-20261130.json"
+             for n in ("ceilings", "ops-decode-b1", "ops-prefill2048", "kernels")]
+    docs = [json.loads(f.read_text()) for f in files]
+    m = merge_bench(list(zip(files, docs, strict=True)))
+    assert m["ceilings"] == docs[0]["ceilings"] and m["kernels"] == docs[3]["kernels"]
+    assert len(m["ops"]["points"]) == len(docs[1]["ops"]["points"]) + len(
+        docs[2]["ops"]["points"])
+    assert [s["phase"] for s in m["ops"]["scenarios"]] == ["decode", "prefill"]
+    assert m["duration_s"] == pytest.approx(sum(d["duration_s"] for d in docs))
+    out = tmp_path / "r.html"
+    r = run("profile", "--hw", "h200-sxm", "-o", str(out),
+            *[a for f in files for a in ("--bench", str(f))])
+    assert r.returncode == 0, r.stderr
+    n_ops = len(m["ops"]["points"])
+    assert f"measured on NVIDIA H200: {len(m['ceilings']['values'])} ceilings, {n_ops} ops" \
+        in r.stdout
+    # a section twice, or another device's file: refused, nothing written
+    bad = tmp_path / "bad.html"
+    one_line_error(run("profile", "--bench", str(files[0]), "--bench", str(files[0]),
+                       "-o", str(bad)), "already holds the ceilings")
+    from test_report_browser import BENCH_DOC
+
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps(BENCH_DOC))
+    one_line_error(run("profile", "--bench", str(files[1]), "--bench", str(cpu),
+                       "-o", str(bad)), "Test CPU", "NVIDIA H200", "one device")
+    assert not bad.exists()
+
+
 def test_default_lengths_fit_a_short_context():
     """GPT-2 holds 1,024 tokens: the default 2,048 + 256 workload is fitted into it (7/8 prompt,
     1/8 output) and said on stderr; lengths the user typed are refused instead (below)."""

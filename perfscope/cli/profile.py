@@ -52,7 +52,7 @@ class ProfileArgs:
     attn_dp: int = 1
     attention: str = "flash"
     reserve: float = 0.10
-    bench: Path | None = None  # a perfscope.bench/1 JSON to include (measured elsewhere)
+    bench: tuple[Path, ...] = ()  # perfscope.bench/1 JSONs to include (measured elsewhere)
     sections: str = "ceilings,ops"  # what a local measurement runs
     quick: bool = True
     measure_given: bool = False  # --measure/--no-measure given explicitly
@@ -126,10 +126,10 @@ def profile_cmd(
     attn_dp: Annotated[int, typer.Option(help="Attention data-parallel groups (MoE).")] = 1,
     attention: Annotated[str, typer.Option(help="flash | unfused")] = "flash",
     reserve: Annotated[float, typer.Option(help="Fraction of memory kept free.")] = 0.10,
-    bench: Annotated[Path | None, typer.Option("--bench", help="Include measurements from "
-                                               "a `perfscope bench --format json` file (e.g. "
-                                               "taken on a GPU); skips measuring here unless "
-                                               "--measure is given.")] = None,
+    bench: Annotated[list[Path] | None, typer.Option(
+        "--bench", help="Include measurements from a `perfscope bench --format json` file "
+                        "(e.g. taken on a GPU; repeatable: one device's files, merged); "
+                        "skips measuring here unless --measure is given.")] = None,
     sections: Annotated[str, typer.Option("--measure-sections", help="What to measure here: "
                                           "ceilings,ops,kernels,comm,torch (torch: the model, "
                                           "2 layers, under torch.profiler).")] = "ceilings,ops",
@@ -175,7 +175,8 @@ def profile_cmd(
                        isl=d_isl if isl is None else isl, threads=threads, batches=batches,
                        osl=osl, weight_dtype=weight_dtype, act_dtype=act_dtype,
                        kv_dtype=kv_dtype, group_size=group_size, tp=tp, pp=pp, ep=ep,
-                       attn_dp=attn_dp, attention=attention, reserve=reserve, bench=bench,
+                       attn_dp=attn_dp, attention=attention, reserve=reserve,
+                       bench=tuple(bench or ()),
                        sections=sections, quick=quick, measure_given=_given(ctx, "measure"),
                        torch_profiles=tuple(torch_profile or ()),
                        context_len=context_len, phases=phases, dtype=dtype,

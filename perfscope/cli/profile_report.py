@@ -210,7 +210,7 @@ def run(args: ProfileArgs) -> None:
             resolve_precision(base, hw, model)
         except InputError as e:
             raise InputError(f"--hw {hw.name}: {e}") from None
-    measure = args.measure and (args.bench is None or args.measure_given)
+    measure = args.measure and (not args.bench or args.measure_given)
     sections = [s for s in (x.strip() for x in args.sections.split(",")) if s]
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
@@ -230,9 +230,7 @@ def run(args: ProfileArgs) -> None:
         from perfscope.measure.torchprof.profile import check_torch
 
         check_torch(transformers=True)
-    imported = None
-    if args.bench is not None:
-        imported = _read_bench(args.bench)
+    imported = merge_bench([(p, _read_bench(p)) for p in args.bench]) if args.bench else None
     torch_docs = [_read_torch_profile(p) for p in args.torch_profiles]
 
     from perfscope.serving.engines import get_engine
@@ -297,6 +295,53 @@ def _read_torch_profile(path: Path) -> dict[str, Any]:
 def _read_bench(path: Path) -> dict[str, Any]:
     return _read_doc(path, "--bench", "perfscope.bench/1",
                      "perfscope bench --format json -o FILE")
+
+
+BENCH_SECTIONS = ("ceilings", "ops", "kernels", "comm")
+
+
+def merge_bench(docs: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """Several ``perfscope.bench/1`` documents of one device as one: each section from the
+    file that holds it; ops of several files (prefill, decode at two batches) side by side
+    when they are one model's on one roof. A section in two files, or files of two devices,
+    is refused: a report's measured sections describe one machine."""
+    (first, base), rest = docs[0], docs[1:]
+    out = dict(base)
+    dev = (base.get("device") or {}).get("name")
+    held = {s: first for s in BENCH_SECTIONS if base.get(s)}
+    for path, doc in rest:
+        other = (doc.get("device") or {}).get("name")
+        if other != dev:
+            raise InputError(f"--bench {path}: measured on {other or 'an unnamed device'}, "
+                             f"{first} on {dev or 'an unnamed device'}: give one device's "
+                             "files")
+        for s in BENCH_SECTIONS:
+            if not doc.get(s):
+                continue
+            if s not in held:
+                out[s], held[s] = doc[s], path
+            elif s == "ops":
+                out["ops"] = _merge_ops(out["ops"], doc["ops"], held["ops"], path)
+            else:
+                raise InputError(f"--bench {path}: {held[s]} already holds the {s}; give one "
+                                 f"file with {s}")
+        out["skipped"] = [*(out.get("skipped") or []), *(doc.get("skipped") or [])]
+        out["duration_s"] = (out.get("duration_s") or 0.0) + (doc.get("duration_s") or 0.0)
+    return out
+
+
+def _merge_ops(a: dict[str, Any], b: dict[str, Any], pa: Path, pb: Path) -> dict[str, Any]:
+    for key in ("model", "hardware", "ceiling"):
+        if a.get(key) != b.get(key):
+            raise InputError(f"--bench {pb}: ops of {key} {b.get(key)!r}, {pa} of "
+                             f"{a.get(key)!r}: merge only one model's ops on one roof")
+    notes = [n for n in (a.get("roof_note"), b.get("roof_note")) if n]
+    return {**a, "scenarios": [*(a.get("scenarios") or []), *(b.get("scenarios") or [])],
+            "points": [*(a.get("points") or []), *(b.get("points") or [])],
+            "decode_sweep_batches": sorted({*(a.get("decode_sweep_batches") or []),
+                                            *(b.get("decode_sweep_batches") or [])}),
+            "roof_note": " ".join(notes) if notes else a.get("roof_note"),
+            "duration_s": (a.get("duration_s") or 0.0) + (b.get("duration_s") or 0.0)}
 
 
 def _output(fmt: str, study: Any, path: Path | None, measured: dict[str, Any] | None,
