@@ -53,9 +53,11 @@ class Decoder:
                  max_len: int, seed: int = 0) -> None:
         if m.moe is not None or m.mla is not None or not m.gated_mlp or m.norm != "rmsnorm" \
                 or m.positional != "rope" or m.qkv_bias or m.o_bias or m.mlp_bias \
-                or m.sliding_layers or m.qk_norm or m.norms_per_layer != 2:
+                or m.sliding_layers or m.qk_norm or m.norms_per_layer != 2 \
+                or m.activation != "silu" or m.embed_scale or m.logit_softcap:
             _refuse(f"{m.name} is not a plain Llama-family model (dense, gated SiLU MLP, "
-                    "RMSNorm, RoPE, no biases or windows); pick one such as llama-3.1-8b")
+                    "RMSNorm, RoPE, no biases, windows or scalings); pick one such as "
+                    "llama-3.1-8b")
         self.m, self.dev, self.dt = m, device, dtype
         g = torch.Generator(device=device).manual_seed(seed)
         d, h, kv = m.head_dim, m.n_heads, m.n_kv_heads

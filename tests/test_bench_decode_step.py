@@ -90,9 +90,10 @@ def test_rows_beside_the_prediction(cfg_path, tmp_path):
             (x["measured_s"] - x["roofline_no_overhead_s"]) / x["kernels"])
 
 
-def test_refuses_a_model_it_does_not_build(tmp_path):
+@pytest.mark.parametrize("model", ["mixtral-8x7b", "gemma-2b"])
+def test_refuses_a_model_it_does_not_build(model):
     r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--model",
-                        "mixtral-8x7b", "--batches", "1"], capture_output=True, text=True,
+                        model, "--batches", "1"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "not a plain Llama-family model" in r.stderr
     assert "Traceback" not in r.stderr
