@@ -145,10 +145,12 @@ def test_bench_files_of_one_gpu_session_merge(tmp_path):
         docs[2]["ops"]["points"])
     assert [s["phase"] for s in m["ops"]["scenarios"]] == ["decode", "prefill"]
     assert m["duration_s"] == pytest.approx(sum(d["duration_s"] for d in docs))
+    assert all(d["command"] in m["command"] for d in docs)  # the report shows every run
     out = tmp_path / "r.html"
     r = run("profile", "--hw", "h200-sxm", "-o", str(out),
             *[a for f in files for a in ("--bench", str(f))])
     assert r.returncode == 0, r.stderr
+    assert "Measured on NVIDIA H200" in out.read_text()
     n_ops = len(m["ops"]["points"])
     assert f"measured on NVIDIA H200: {len(m['ceilings']['values'])} ceilings, {n_ops} ops" \
         in r.stdout

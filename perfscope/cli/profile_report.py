@@ -325,6 +325,8 @@ def merge_bench(docs: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
             else:
                 raise InputError(f"--bench {path}: {held[s]} already holds the {s}; give one "
                                  f"file with {s}")
+        if doc.get("command") and doc["command"] not in str(out.get("command")):
+            out["command"] = f"{out.get('command')}; {doc['command']}"
         out["skipped"] = [*(out.get("skipped") or []), *(doc.get("skipped") or [])]
         out["duration_s"] = (out.get("duration_s") or 0.0) + (doc.get("duration_s") or 0.0)
     return out

@@ -21,9 +21,9 @@ def _stats(p: Mapping[str, Any]) -> Mapping[str, Any]:
 def measured_sections(page: Page, doc: Mapping[str, Any]) -> None:
     dev = doc.get("device") or {}
     name = dev.get("name", "this machine")
-    page.section("measured", f"Measured on this machine ({name})",
-                 "Timed here, not predicted: medians with p20-p80 spreads. Ceilings first, "
-                 "then the model's ops placed on this machine's measured roofline beside what "
+    page.section("measured", f"Measured on {name}",
+                 "Timed on that device, not predicted: medians with p20-p80 spreads. Ceilings "
+                 "first, then the model's ops placed on its measured roofline beside what "
                  "perfscope predicts for them there.")
     items = [("device", ", ".join(f"{k} {v}" for k, v in dev.items() if not isinstance(v, dict))),
              ("threads", doc.get("threads")), ("quick", doc.get("quick")),
