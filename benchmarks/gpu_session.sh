@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The GPU work of issue 9 (measured side), in one device call:
-#   run(command="bash benchmarks/gpu_session.sh", timeout_s=600)
+#   run(command="BUNDLE=1 bash benchmarks/gpu_session.sh", timeout_s=600)
 # ONLY="ceilings decode" runs just the steps whose labels start with those words.
 # On the lent machine python3 already has torch, triton, typer, rich and nvidia-ml-py; perfscope
-# runs from the working tree (PYTHONPATH). Results land in $OUT (fetched back), one JSON per
-# step, named after the device; commit the useful ones under reports/measured/.
+# runs from the working tree (PYTHONPATH). Results are one JSON per step, named after the
+# device. With BUNDLE=1 (for the device tool, which fetches at most 8 files from $OUT) they are
+# written to a staging folder and packed into $OUT/gpu-session-<gpu>-<date>.tar.gz at the end,
+# with the session's log beside it; without it they land in $OUT (default reports/measured).
+# Commit the useful ones under reports/measured/.
 #
 # Every step has its own timeout and the whole session a deadline (DEADLINE_S, default 540 s,
 # under the device call's 600 s): a step that would start past it is skipped, so what ran is
@@ -34,6 +37,11 @@ name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 gpu=$(echo "$name" | tr ' /' '--')
 hw=$(spec_for "$name")
 stamp=$(date -u +%Y%m%d)
+if [[ "${BUNDLE:-0}" == 1 ]]; then
+  FINAL=$OUT
+  OUT=$(mktemp -d)
+  exec 2> >(tee "$FINAL/gpu-session-$gpu-$stamp.log" >&2)
+fi
 echo "device: $name -> --hw $hw" >&2
 
 # step SECONDS LABEL COMMAND...: run with a timeout unless the deadline has passed, or unless
@@ -95,3 +103,6 @@ step 45 "ops-decode-w8a8" python3 -m perfscope bench ops --device cuda --quick -
 step 45 "fused-norm" python3 benchmarks/bench_fused_norm.py --device cuda --rounds 2
 ls -la "$OUT" >&2
 echo "session: $(( $(date +%s) - start ))s" >&2
+if [[ "${BUNDLE:-0}" == 1 ]]; then
+  tar czf "$FINAL/gpu-session-$gpu-$stamp.tar.gz" -C "$OUT" .
+fi

@@ -81,3 +81,30 @@ def test_only_runs_the_named_steps(tmp_path):
     assert r.returncode == 0, r.stderr
     calls = [c for c in log.read_text().splitlines() if c.startswith("-m perfscope")]
     assert [c.split()[2:4] for c in calls] == [["bench", "ceilings"], ["bench", "kernels"]]
+
+
+def test_bundle_packs_the_results_into_one_file(tmp_path):
+    """The device tool fetches at most 8 files from $OUT and a full session writes more:
+    BUNDLE=1 packs them into one archive, with the log beside it."""
+    import tarfile
+
+    env, log = _fake_gpu_machine(tmp_path)
+    bin_ = Path(env["PATH"].split(":")[0])
+    # this python3 stand-in writes the file a step names after -o / --json / --save
+    (bin_ / "python3").write_text(
+        "#!/bin/bash\n"
+        f"echo \"$*\" >> {log}\n"
+        "while [ $# -gt 0 ]; do case $1 in -o|--json|--save) echo '{}' > \"$2\";; esac; "
+        "shift; done\n")
+    r = subprocess.run(["bash", str(SCRIPT)], env={**env, "BUNDLE": "1"}, capture_output=True,
+                       text=True, timeout=120, cwd=SCRIPT.parents[1])
+    assert r.returncode == 0, r.stderr
+    out = Path(env["OUT"])
+    names = sorted(p.name for p in out.iterdir())
+    stamp = names[0].rsplit("-", 1)[1].split(".")[0]
+    assert names == [f"gpu-session-NVIDIA-H200-{stamp}.log",
+                     f"gpu-session-NVIDIA-H200-{stamp}.tar.gz"]
+    with tarfile.open(out / names[1]) as t:
+        packed = {Path(m).name for m in t.getnames() if m.endswith((".json", ".toml"))}
+    assert f"ceilings-NVIDIA-H200-{stamp}.json" in packed and len(packed) > 8
+    assert "[exit 0," in (out / names[0]).read_text()
