@@ -195,6 +195,47 @@ def test_batch_wait_by_hand():
     assert float(got[1]) == pytest.approx(4 * (1 + 1.0) / (1 + 2))  # T_eff = min(4, 6)
 
 
+def test_batch_wait_of_a_cluster_by_hand():
+    """k prompts arriving together open the window: T_eff = min(T, (n - k) / lambda), the k
+    wait T_eff, the lambda T_eff joiners half of it; none when k fill the ratio, or when the
+    cluster is everything running (nothing decodes beside it)."""
+    from perfscope.serving.simulate import batch_wait
+
+    eng = dataclasses.replace(BARE, batch_wait_iters=4)
+    got = batch_wait(eng, np.array([5.0, 2.0]), np.array([1024.0, 1024.0]),
+                     np.array([0.5, 0.5]), np.array([2.0, 2.0]))
+    assert float(got[0]) == pytest.approx(4 * (2 + 0.5 * 4 / 2) / (2 + 0.5 * 4))  # 3
+    assert float(got[1]) == 0.0
+    # ratio 0.5 of 8192 with 5 - 2 decodes: 4093 prompt tokens, n = 4, n - k = 2 at 1 per
+    # iteration: T_eff = 2; a cluster of 4 already fills it
+    eng = dataclasses.replace(BARE, batch_wait_iters=4, batch_wait_tokens_ratio=0.5)
+    got = batch_wait(eng, np.array([5.0, 5.0]), np.array([1024.0, 1024.0]),
+                     np.array([1.0, 1.0]), np.array([2.0, 4.0]))
+    assert float(got[0]) == pytest.approx(2 * (2 + 1.0) / (2 + 2))  # 1.5
+    assert float(got[1]) == 0.0
+
+
+def test_cluster_ttft_carries_the_batch_wait(setup):
+    """Under the cluster law a cluster is held like a lone prompt: the TTFT grows by the
+    cluster's wait times the decode step, and by nothing with batch waiting off."""
+    from perfscope.serving.engines import Benchmark
+    from perfscope.serving.simulate import batch_wait
+
+    sm = setup[3]
+    bench = Benchmark("cluster", cluster_scale=1.0, cluster_exponent=0.5)
+    off = serve(sm, BARE, 16, 1024, 256, bench=bench)
+    eng = dataclasses.replace(BARE, batch_wait_iters=20)
+    on = serve(sm, eng, 16, 1024, 256, bench=bench)
+    k, r = 4.0, float(off.running)  # 1.0 x 16 ** 0.5
+    p, d = float(off.prefill_s), float(off.decode_step_s)
+    arrivals = r * d / (p + 255 * d + (r - 1) * p)  # unmixed: each prefill pauses the others
+    assert r == 16.0
+    wait = float(batch_wait(eng, np.array([r]), np.array([1024.0]), np.array([arrivals]),
+                            np.array([k]))[0])
+    assert 15.0 < wait < 20.0  # few join: the window runs its 20 steps, joiners wait less
+    assert float(on.ttft_s) - float(off.ttft_s) == pytest.approx(wait * d, rel=1e-9)
+
+
 def test_open_loop_ttft_by_hand(setup):
     """Poisson arrivals at a rate: every request arrives alone, waits half a decode step of
     the c others, then for a prompt ahead of it (M/D/1 loaded rho = rate x p, the rate's load
