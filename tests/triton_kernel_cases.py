@@ -21,6 +21,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     raise RuntimeError("run with TRITON_INTERPRET=1 on a machine without CUDA "
                        "(tests/test_measure_triton.py does)")
 
+from perfscope.errors import MeasureError  # noqa: E402
 from perfscope.measure.kernels import add_rmsnorm as an  # noqa: E402
 from perfscope.measure.kernels import paged_attention as pa  # noqa: E402
 
@@ -56,15 +57,24 @@ def test_triton_add_rmsnorm_matches_float64(tk, dtype, tol, tokens, hidden):
         torch.testing.assert_close(out.cpu().double(), o_ref, rtol=tol, atol=tol)
 
 
-def _attention(tk, case, dtype, tol):
+def _both_layouts(tk, case, dtype, num_splits):
+    """(paged, contiguous, float64 reference) outputs of one ragged case."""
     seq_lens, heads, kvh, d, bs = case
     kv = pa.make_paged_kv(seq_lens, kv_heads=kvh, head_dim=d, block_size=bs, dtype=dtype,
                           device=DEVICE)
     q = _rand(len(seq_lens), heads, d, dtype=dtype, seed=5)
     ref = pa.attention_reference(q, [pa.sequence_kv(kv, b) for b in range(len(seq_lens))])
-    paged = tk.paged_attention_triton(q, kv.k_pool, kv.v_pool, kv.block_table, kv.seq_lens)
+    paged = tk.paged_attention_triton(q, kv.k_pool, kv.v_pool, kv.block_table, kv.seq_lens,
+                                      num_splits=num_splits)
     kc, vc = pa.to_contiguous(kv, max_len=max(seq_lens) + 5)
-    contig = tk.contiguous_attention_triton(q, kc, vc, kv.seq_lens)
+    # chunks of the block size, as the paged layout's, so both cut the same splits
+    contig = tk.contiguous_attention_triton(q, kc, vc, kv.seq_lens, block_n=bs,
+                                            num_splits=num_splits)
+    return paged, contig, ref
+
+
+def _attention(tk, case, dtype, tol, num_splits=1):
+    paged, contig, ref = _both_layouts(tk, case, dtype, num_splits)
     torch.testing.assert_close(paged.cpu().double(), ref, rtol=tol, atol=tol)
     torch.testing.assert_close(contig.cpu().double(), ref, rtol=tol, atol=tol)
 
@@ -75,12 +85,44 @@ def test_triton_attention_matches_float64(tk, dtype, tol, case):
     _attention(tk, case, dtype, tol)
 
 
+# split-KV: 2, 3, 7 splits cut some sequences into uneven chunks and leave the shortest
+# (1..9 tokens, one block) with empty splits; 20 is more than the longest sequence of any
+# case has blocks (16), so every sequence has empty splits
+@pytest.mark.parametrize("num_splits,dtype,tol", [
+    (2, torch.float32, 1e-4), (3, torch.float32, 1e-4), (7, torch.float32, 1e-4),
+    (20, torch.float32, 1e-4), (7, torch.bfloat16, 3e-2)])  # bf16: the combine's cast
+@pytest.mark.parametrize("case", RAGGED)
+def test_triton_split_attention_matches_float64(tk, dtype, tol, case, num_splits):
+    _attention(tk, case, dtype, tol, num_splits)
+
+
+@pytest.mark.parametrize("case", RAGGED)
+def test_auto_splits_match_one_pass(tk, case):
+    """num_splits=None (the heuristic) against the one-pass kernel. On these lengths it picks
+    1 but for RAGGED[1] (16 blocks: 2 splits of 8), so both of its paths are taken."""
+    auto = _both_layouts(tk, case, torch.float32, None)
+    one = _both_layouts(tk, case, torch.float32, 1)
+    for a, o in zip(auto[:2], one[:2], strict=True):
+        torch.testing.assert_close(a, o, rtol=1e-5, atol=1e-5)
+    seq_lens, _, kvh, _, bs = case
+    q = torch.empty((len(seq_lens), 1, 1), device=DEVICE)
+    want = 2 if case is RAGGED[1] else 1
+    assert tk.decode_num_splits(q, max(seq_lens), bs, kvh) == want
+
+
+def test_num_splits_out_of_range(tk):
+    for bad in (0, pa.MAX_SPLITS + 1):
+        with pytest.raises(MeasureError, match="num_splits"):
+            _attention(tk, RAGGED[1], torch.float32, 1e-4, bad)
+
+
 @pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's loop variant")
 def test_while_loop_variant_for_old_interpreters(tk, monkeypatch):
-    """triton < 3.8's interpreter cannot take range() over a loaded length; the kernel then
-    loops with while. Forced here under a newer interpreter, it gives the same results."""
+    """triton < 3.8's interpreter cannot take range() over a loaded length; the kernels then
+    loop with while. Forced here under a newer interpreter, they give the same results."""
     monkeypatch.setattr(tk, "interpreter_needs_while_loop", lambda: True)
     _attention(tk, RAGGED[0], torch.float32, 1e-4)
+    _attention(tk, RAGGED[0], torch.float32, 1e-4, num_splits=3)  # split-KV
 
 
 def test_while_loop_only_for_old_interpreters(tk):

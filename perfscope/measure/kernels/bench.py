@@ -166,7 +166,10 @@ def bench_decode_attention(device: str = "cpu", quick: bool = True, *,
     """Paged against contiguous decode attention on one ragged batch (torch, and Triton on CUDA).
 
     Points are named ``decode_attention.{paged,contiguous}.{impl}``; ``extra`` holds the
-    reference error and the KV memory paging saves on this batch.
+    reference error and the KV memory paging saves on this batch. Triton: ``triton`` is the
+    kernel as called by default (``num_splits=None``: split-KV when the heuristic splits),
+    ``triton_onepass`` (paged only) the one-pass kernel beside it; ``extra["num_splits"]`` is
+    the split count each ran with.
     """
     from perfscope.measure.checks import check_close, random_tensor, spread_indices
     from perfscope.measure.dtypes import torch_dtype
@@ -187,14 +190,25 @@ def bench_decode_attention(device: str = "cpu", quick: bool = True, *,
         "paged": lambda s: pa.paged_attention_torch(s[0], s[1].k_pool, s[1].v_pool,
                                                     s[1].block_table, s[1].seq_lens),
         "contiguous": lambda s: pa.contiguous_attention_torch(s[0], s[2], s[3], s[1].seq_lens)}}
+    splits: dict[tuple[str, str], int] = {}  # (impl, layout) -> num_splits the kernel runs
     if not triton_unavailable_reason(device):
         from perfscope.measure.kernels import triton_kernels as tk
 
         impls["triton"] = {
             "paged": lambda s: tk.paged_attention_triton(s[0], s[1].k_pool, s[1].v_pool,
                                                          s[1].block_table, s[1].seq_lens),
-            "contiguous": lambda s: tk.contiguous_attention_triton(s[0], s[2], s[3],
-                                                                   s[1].seq_lens)}
+            "contiguous": lambda s: tk.contiguous_attention_triton(
+                s[0], s[2], s[3], s[1].seq_lens, block_n=sh.block_size)}
+        impls["triton_onepass"] = {
+            "paged": lambda s: tk.paged_attention_triton(s[0], s[1].k_pool, s[1].v_pool,
+                                                         s[1].block_table, s[1].seq_lens,
+                                                         num_splits=1)}
+        # as the kernels resolve None: bounded by the table's width, the cache's length
+        splits = {("triton", "paged"): tk.decode_num_splits(
+                      q, kv.block_table.shape[1] * sh.block_size, sh.block_size, sh.kv_heads),
+                  ("triton", "contiguous"): tk.decode_num_splits(
+                      q, kc.shape[2], sh.block_size, sh.kv_heads),
+                  ("triton_onepass", "paged"): 1}
     mem = pa.paged_kv_memory(lens, block_size=sh.block_size, max_len=sh.max_len,
                              kv_heads=sh.kv_heads, head_dim=sh.head_dim,
                              dtype_bytes=tdt.itemsize)
@@ -215,12 +229,13 @@ def bench_decode_attention(device: str = "cpu", quick: bool = True, *,
             stats = benchmark(call, device=device, **_budget(quick))
             err = check_close(last[0][seqs].cpu(), ref, dtype,
                               f"decode attention {layout} {name}")
+            ns = {"num_splits": splits[name, layout]} if (name, layout) in splits else {}
             counts = pa.attention_decode_counts(
                 lens, heads=sh.heads, kv_heads=sh.kv_heads, head_dim=sh.head_dim,
                 act_bytes=tdt.itemsize, block_size=sh.block_size if layout == "paged" else None)
             points.append(_point(f"decode_attention.{layout}.{name}", "attention", shape_d,
                                  dtype, stats, counts, device, impl=name, layout=layout,
-                                 max_rel_err=err, seq_lens=lens,
+                                 max_rel_err=err, seq_lens=lens, **ns,
                                  kv_paged_bytes=mem.paged_bytes,
                                  kv_reserved_bytes=mem.reserved_bytes,
                                  kv_saved_fraction=mem.saved_fraction))

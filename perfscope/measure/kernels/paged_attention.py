@@ -12,6 +12,7 @@ multiple of ``kv_heads``; head h reads KV head ``h // (heads // kv_heads)``).
 - ``paged_attention_torch``: any device; loops over chunks of blocks, vectorised over batch and
   heads, with an online softmax (the paged-attention v1 / flash-decoding recurrence), so it
   never materialises the padded cache. The Triton kernel is ``triton_kernels``.
+- ``decode_splits``: how many KV splits the Triton split-KV (flash-decoding) path uses.
 - ``contiguous_attention_torch``: masked softmax over the padded cache.
 - ``attention_reference``: float64, sequence by sequence, head by head, on the CPU.
 - ``paged_kv_memory``: bytes of a paged cache against reserving ``max_len`` per sequence.
@@ -97,6 +98,34 @@ def attention_decode_counts(seq_lens: Sequence[int], *, heads: int, kv_heads: in
         read += 4.0 * sum(-(-n_ // block_size) for n_ in seq_lens) + 4.0 * b
     return KernelCounts(flops=flops, bytes_read=read,
                         bytes_written=float(b) * heads * head_dim * act_bytes)
+
+
+# ---- split-KV (flash-decoding) heuristic --------------------------------------------------
+
+# guesses to tune on a GPU, not measured optima. Programs per SM: several waves of the 2-3
+# that fit on an SM at once (sm_90 compile, GQA 4, D 128: ~170-190 registers a thread at 4
+# warps), so short programs refill SMs that ragged long ones would leave idle
+SPLIT_PROGRAMS_PER_SM = 16
+MIN_SPLIT_BLOCKS = 8  # a split of fewer blocks spends too much on its partials (fp32 m, l, acc)
+MAX_SPLITS = 64  # the combine holds one (b, head)'s splits x head_dim partials in registers
+
+
+def decode_splits(max_len: int, block_n: int, batch: int, kv_heads: int,
+                  sm_count: int) -> int:
+    """KV splits per sequence for split-KV decode attention (1: the one-pass kernel).
+
+    One program per (sequence, KV head, split). Enough splits for
+    ``SPLIT_PROGRAMS_PER_SM * sm_count`` programs, but each split of the longest sequence
+    keeps at least ``MIN_SPLIT_BLOCKS`` blocks of ``block_n`` tokens (so never more splits than
+    it has blocks), at most ``MAX_SPLITS``, at least 1. E.g. 132 SMs -> 2112 programs wanted:
+    batch 128 x 8 KV heads (1024 programs), 8192 tokens in blocks of 16 -> 3 splits.
+    """
+    if min(max_len, block_n, batch, kv_heads, sm_count) < 1:
+        raise InputError(f"decode_splits needs positive sizes: max_len {max_len}, block_n "
+                         f"{block_n}, batch {batch}, kv_heads {kv_heads}, SMs {sm_count}")
+    want = -(-SPLIT_PROGRAMS_PER_SM * sm_count // (batch * kv_heads))
+    by_length = -(-max_len // block_n) // MIN_SPLIT_BLOCKS
+    return max(1, min(want, by_length, MAX_SPLITS))
 
 
 # ---- test data: a scattered block pool ----------------------------------------------------

@@ -7,14 +7,24 @@ is itself imported lazily, only by ``get_impl("triton")`` and the benchmarks onc
 - add + RMSNorm: one program per row holds the whole row in registers (BLOCK = next power of
   two >= hidden): the fused kernel reads x and r once and writes h and out; the unfused pair
   is an element-wise add kernel and the same row kernel without the add.
-- Decode attention: one program per (sequence, KV head) serving the head's GQA group of query
-  heads, looping over the sequence BLOCK_N tokens at a time with an online softmax (vLLM
-  paged-attention v1 style, without the split-K of v2). PAGED=True reads token t of
-  sequence b from pool block ``block_table[b, t // BLOCK_N]``, so BLOCK_N is the block size;
-  PAGED=False reads the padded contiguous cache with the same loop. The loop body is one
-  ``@triton.jit`` helper; under triton < 3.8's interpreter the loop over the sequence is a
-  while loop (that interpreter cannot run ``range`` over a loaded length), everywhere else,
-  compiled kernels included, it is the ``for`` loop.
+- Decode attention, two paths chosen by ``num_splits``. One pass (``num_splits=1``): one
+  program per (sequence, KV head) serving the head's GQA group of query heads, looping over
+  the whole sequence BLOCK_N tokens at a time with an online softmax (vLLM paged-attention
+  v1 style). Split-KV (``num_splits > 1``; flash-decoding, vLLM v2 style): sequence b's
+  ``ceil(len_b / BLOCK_N)`` blocks are cut into ``num_splits`` chunks of whole blocks, one
+  program per (sequence, KV head, split) writes its chunk's fp32 partial (running max m, sum
+  l, un-normalised acc; an empty chunk writes m = -inf, l = 0, acc = 0), then a combine kernel,
+  one program per (sequence, query head), rescales the partials by exp(m_s - max m) and
+  writes acc / l. ``num_splits=None`` asks ``paged_attention.decode_splits``: enough splits
+  for 16 programs per SM (the CUDA device's SM count; ``ASSUMED_SM_COUNT`` under the
+  interpreter), each split of the longest sequence (bounded by the block table's width or the
+  cache's length, so no device sync) at least 8 blocks, at most 64 splits, at least 1; 1 takes
+  the one-pass kernel. PAGED=True reads token t of sequence b from pool block
+  ``block_table[b, t // BLOCK_N]``, so BLOCK_N is the block size; PAGED=False reads the padded
+  contiguous cache with the same loop. The loop body is one ``@triton.jit`` helper; under
+  triton < 3.8's interpreter the loops over the sequence are while loops (that interpreter
+  cannot run ``range`` over a loaded length), everywhere else, compiled kernels included,
+  they are ``for`` loops.
 """
 
 from __future__ import annotations
@@ -28,8 +38,10 @@ import triton
 import triton.language as tl
 
 from perfscope.errors import MeasureError
+from perfscope.measure.kernels import paged_attention as pa
 
 MAX_ROW = 65536  # elements of one norm row held in registers by one program
+ASSUMED_SM_COUNT = 132  # H100/H200 SXM: the split heuristic's device under the interpreter
 
 
 # ---- add + RMSNorm ------------------------------------------------------------------------
@@ -177,6 +189,79 @@ def _decode_attention_kernel(
              out.to(o_ptr.dtype.element_ty), mask=gd_mask)
 
 
+@triton.jit
+def _decode_split_kernel(
+        q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, m_ptr, l_ptr, acc_ptr, scale,
+        stride_qb, stride_qh,
+        stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+        GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
+        WHILE_LOOP: tl.constexpr):
+    """Partial (m, l, acc) of split program_id(2)'s chunk of sequence b for KV head kvh's
+    GROUP query heads, into rows ((b * heads + head) * num_splits + split) of the partials."""
+    b = tl.program_id(0).to(tl.int64)
+    kvh = tl.program_id(1).to(tl.int64)
+    split = tl.program_id(2)
+    num_splits = tl.num_programs(2)
+    seq_len = tl.load(lens_ptr + b)
+    # chunks of whole blocks, so each starts on a block; the trailing splits of a sequence
+    # with fewer blocks than splits are empty (lo >= hi) and keep the initial m, l, acc
+    chunk = tl.cdiv(tl.cdiv(seq_len, BLOCK_N), num_splits) * BLOCK_N
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, seq_len)
+    g = tl.arange(0, GROUP_P2)
+    d = tl.arange(0, D_P2)
+    n = tl.arange(0, BLOCK_N)
+    gd_mask = (g[:, None] < GROUP) & (d[None, :] < HEAD_DIM)
+    heads = kvh * GROUP + g
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=gd_mask, other=0.0).to(tl.float32) * scale  # (G, D)
+    m = tl.full([GROUP_P2], float("-inf"), tl.float32)
+    l_sum = tl.zeros([GROUP_P2], tl.float32)
+    acc = tl.zeros([GROUP_P2, D_P2], tl.float32)
+    # every block starts before seq_len, as _attend_block needs; it masks past seq_len, and
+    # a chunk ending before seq_len ends on a block boundary
+    if WHILE_LOOP:  # triton < 3.8's interpreter, as in _decode_attention_kernel
+        start = lo
+        while start < hi:
+            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
+                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
+                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
+                                          HEAD_DIM, BLOCK_N, PAGED)
+            start += BLOCK_N
+    else:
+        for start in range(lo, hi, BLOCK_N):
+            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
+                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
+                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
+                                          HEAD_DIM, BLOCK_N, PAGED)
+    rows = (b * tl.num_programs(1) * GROUP + heads) * num_splits + split  # (G,)
+    tl.store(m_ptr + rows, m, mask=g < GROUP)
+    tl.store(l_ptr + rows, l_sum, mask=g < GROUP)
+    tl.store(acc_ptr + rows[:, None] * HEAD_DIM + d[None, :], acc, mask=gd_mask)
+
+
+@triton.jit
+def _decode_combine_kernel(m_ptr, l_ptr, acc_ptr, o_ptr, stride_ob, stride_oh, num_splits,
+                           HEAD_DIM: tl.constexpr, D_P2: tl.constexpr, S_P2: tl.constexpr):
+    """out[b, h] = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s, M = max_s m_s."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
+    s = tl.arange(0, S_P2)
+    d = tl.arange(0, D_P2)
+    s_mask = s < num_splits
+    rows = (b * tl.num_programs(1) + h) * num_splits + s  # (S,)
+    m = tl.load(m_ptr + rows, mask=s_mask, other=float("-inf"))
+    l_sum = tl.load(l_ptr + rows, mask=s_mask, other=0.0)
+    # split 0 holds token 0, so the max is finite and an empty split's weight exp(-inf) is 0
+    w = tl.exp(m - tl.max(m, axis=0))
+    acc = tl.load(acc_ptr + rows[:, None] * HEAD_DIM + d[None, :],
+                  mask=s_mask[:, None] & (d[None, :] < HEAD_DIM), other=0.0)  # (S, D)
+    out = tl.sum(acc * w[:, None], axis=0) / tl.sum(l_sum * w, axis=0)
+    tl.store(o_ptr + b * stride_ob + h * stride_oh + d, out.to(o_ptr.dtype.element_ty),
+             mask=d < HEAD_DIM)
+
+
 def interpreter_needs_while_loop(version: str | None = None,
                                  interpret: bool | None = None) -> bool:
     """True under TRITON_INTERPRET=1 with triton older than 3.8, whose interpreter fails on
@@ -189,29 +274,62 @@ def interpreter_needs_while_loop(version: str | None = None,
     return (major, minor) < (3, 8)
 
 
+def decode_num_splits(q: Any, max_len: int, block_n: int, kv_heads: int,
+                      num_splits: int | None = None) -> int:
+    """The splits a decode launch uses: ``num_splits`` checked, or for None the heuristic
+    ``paged_attention.decode_splits`` on this device's SM count (``ASSUMED_SM_COUNT`` off
+    CUDA) and ``max_len``, the longest a sequence can be."""
+    if num_splits is None:
+        sms = (torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda
+               else ASSUMED_SM_COUNT)
+        return pa.decode_splits(max(1, max_len), block_n, q.shape[0], kv_heads, sms)
+    if not 1 <= num_splits <= pa.MAX_SPLITS:
+        raise MeasureError(f"num_splits {num_splits}: must lie in [1, {pa.MAX_SPLITS}]")
+    return num_splits
+
+
 def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float | None,
                    k_strides: tuple[int, int, int], v_strides: tuple[int, int, int],
-                   kv_heads: int, block_n: int, paged: bool) -> Any:
+                   kv_heads: int, block_n: int, paged: bool, max_len: int,
+                   num_splits: int | None) -> Any:
     bsz, heads, d = q.shape
     if heads % kv_heads:
         raise MeasureError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise MeasureError("Triton attention needs head_dim contiguous (stride 1)")
+    splits = decode_num_splits(q, max_len, block_n, kv_heads, num_splits)
     group = heads // kv_heads
     out = torch.empty_like(q)
     lens32 = lens.to(device=q.device, dtype=torch.int32).contiguous()
-    _decode_attention_kernel[(bsz, kv_heads)](
-        q, k, v, out, table, lens32, 1.0 / math.sqrt(d) if scale is None else scale,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_strides, *v_strides,
-        table.stride(0), GROUP=group, GROUP_P2=max(2, triton.next_power_of_2(group)),
-        HEAD_DIM=d, D_P2=triton.next_power_of_2(d), BLOCK_N=block_n, PAGED=paged,
-        WHILE_LOOP=interpreter_needs_while_loop(), num_warps=4)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    shapes = {"GROUP": group, "GROUP_P2": max(2, triton.next_power_of_2(group)), "HEAD_DIM": d,
+              "D_P2": triton.next_power_of_2(d), "BLOCK_N": block_n, "PAGED": paged,
+              "WHILE_LOOP": interpreter_needs_while_loop()}
+    if splits == 1:
+        _decode_attention_kernel[(bsz, kv_heads)](
+            q, k, v, out, table, lens32, scale, q.stride(0), q.stride(1), out.stride(0),
+            out.stride(1), *k_strides, *v_strides, table.stride(0), **shapes, num_warps=4)
+        return out
+    # fp32 partials, row (b * heads + head) * splits + split; every row is written
+    m = torch.empty((bsz, heads, splits), dtype=torch.float32, device=q.device)
+    l_sum = torch.empty_like(m)
+    acc = torch.empty((bsz, heads, splits, d), dtype=torch.float32, device=q.device)
+    _decode_split_kernel[(bsz, kv_heads, splits)](
+        q, k, v, table, lens32, m, l_sum, acc, scale, q.stride(0), q.stride(1), *k_strides,
+        *v_strides, table.stride(0), **shapes, num_warps=4)
+    s_p2 = triton.next_power_of_2(splits)
+    d_p2 = triton.next_power_of_2(d)
+    _decode_combine_kernel[(bsz, heads)](
+        m, l_sum, acc, out, out.stride(0), out.stride(1), splits, HEAD_DIM=d, D_P2=d_p2,
+        S_P2=s_p2, num_warps=4 if s_p2 * d_p2 <= 4096 else 8)
     return out
 
 
 def paged_attention_triton(q: Any, k_pool: Any, v_pool: Any, block_table: Any, seq_lens: Any,
-                           scale: float | None = None) -> Any:
-    """Decode attention through the block table; pools [num_blocks, block_size, KVH, D]."""
+                           scale: float | None = None, *, num_splits: int | None = None) -> Any:
+    """Decode attention through the block table; pools [num_blocks, block_size, KVH, D].
+
+    ``num_splits``: 1 the one-pass kernel, > 1 split-KV, None the heuristic (module doc)."""
     _, bs, kvh, _ = k_pool.shape
     if bs & (bs - 1):
         raise MeasureError(f"block_size {bs}: the Triton kernel needs a power of two")
@@ -219,15 +337,17 @@ def paged_attention_triton(q: Any, k_pool: Any, v_pool: Any, block_table: Any, s
     return _launch_decode(q, k_pool, v_pool, table, seq_lens, scale,
                           (k_pool.stride(0), k_pool.stride(1), k_pool.stride(2)),
                           (v_pool.stride(0), v_pool.stride(1), v_pool.stride(2)),
-                          kvh, bs, True)
+                          kvh, bs, True, table.shape[1] * bs, num_splits)
 
 
 def contiguous_attention_triton(q: Any, k_cache: Any, v_cache: Any, seq_lens: Any,
-                                scale: float | None = None, block_n: int = 16) -> Any:
-    """Decode attention over a padded cache [B, KVH, max_len, D], same loop as the paged one."""
+                                scale: float | None = None, block_n: int = 16, *,
+                                num_splits: int | None = None) -> Any:
+    """Decode attention over a padded cache [B, KVH, max_len, D], same loops as the paged one;
+    ``num_splits`` as there, in chunks of ``block_n`` tokens."""
     kvh = k_cache.shape[1]
     table = torch.zeros((1, 1), dtype=torch.int32, device=q.device)  # unused when not paged
     return _launch_decode(q, k_cache, v_cache, table, seq_lens, scale,
                           (k_cache.stride(0), k_cache.stride(2), k_cache.stride(1)),
                           (v_cache.stride(0), v_cache.stride(2), v_cache.stride(1)),
-                          kvh, block_n, False)
+                          kvh, block_n, False, k_cache.shape[2], num_splits)
