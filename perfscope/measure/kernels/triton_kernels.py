@@ -148,16 +148,14 @@ def _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr, v_ptr, table_
 
 
 @triton.jit
-def _decode_attention_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, table_ptr, lens_ptr, scale,
-        stride_qb, stride_qh, stride_ob, stride_oh,
-        stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
-        GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
-        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
-        WHILE_LOOP: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    kvh = tl.program_id(1).to(tl.int64)
-    seq_len = tl.load(lens_ptr + b)
+def _attend_range(q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, lo, hi,
+                  stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+                  stride_vh, stride_tb, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
+                  HEAD_DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_N: tl.constexpr,
+                  PAGED: tl.constexpr, WHILE_LOOP: tl.constexpr):
+    """Online softmax of KV head ``kvh``'s GROUP query heads of sequence ``b`` over tokens
+    ``lo .. hi`` (``lo`` on a block boundary, before ``seq_len``; none when ``lo >= hi``):
+    the heads, their mask, and the running max, sum and un-normalised output."""
     g = tl.arange(0, GROUP_P2)
     d = tl.arange(0, D_P2)
     n = tl.arange(0, BLOCK_N)
@@ -171,19 +169,37 @@ def _decode_attention_kernel(
     if WHILE_LOOP:
         # triton < 3.8's interpreter cannot take range() over a loaded scalar; compiled
         # kernels never take this branch (it is a constexpr), so they keep the for loop
-        start = 0
-        while start < seq_len:
+        start = lo
+        while start < hi:
             m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
                                           v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
                                           stride_vb, stride_vt, stride_vh, stride_tb, n, d,
                                           HEAD_DIM, BLOCK_N, PAGED)
             start += BLOCK_N
     else:
-        for start in range(0, seq_len, BLOCK_N):
+        for start in range(lo, hi, BLOCK_N):
             m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
                                           v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
                                           stride_vb, stride_vt, stride_vh, stride_tb, n, d,
                                           HEAD_DIM, BLOCK_N, PAGED)
+    return heads, gd_mask, d, m, l_sum, acc
+
+
+@triton.jit
+def _decode_attention_kernel(
+        q_ptr, k_ptr, v_ptr, o_ptr, table_ptr, lens_ptr, scale,
+        stride_qb, stride_qh, stride_ob, stride_oh,
+        stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+        GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
+        WHILE_LOOP: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    kvh = tl.program_id(1).to(tl.int64)
+    seq_len = tl.load(lens_ptr + b)
+    heads, gd_mask, d, _m, l_sum, acc = _attend_range(
+        q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, 0, seq_len, stride_qb,
+        stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGED, WHILE_LOOP)
     out = acc / l_sum[:, None]
     tl.store(o_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=gd_mask)
@@ -209,35 +225,14 @@ def _decode_split_kernel(
     chunk = tl.cdiv(tl.cdiv(seq_len, BLOCK_N), num_splits) * BLOCK_N
     lo = split * chunk
     hi = tl.minimum(lo + chunk, seq_len)
-    g = tl.arange(0, GROUP_P2)
-    d = tl.arange(0, D_P2)
-    n = tl.arange(0, BLOCK_N)
-    gd_mask = (g[:, None] < GROUP) & (d[None, :] < HEAD_DIM)
-    heads = kvh * GROUP + g
-    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
-                mask=gd_mask, other=0.0).to(tl.float32) * scale  # (G, D)
-    m = tl.full([GROUP_P2], float("-inf"), tl.float32)
-    l_sum = tl.zeros([GROUP_P2], tl.float32)
-    acc = tl.zeros([GROUP_P2, D_P2], tl.float32)
-    # every block starts before seq_len, as _attend_block needs; it masks past seq_len, and
-    # a chunk ending before seq_len ends on a block boundary
-    if WHILE_LOOP:  # triton < 3.8's interpreter, as in _decode_attention_kernel
-        start = lo
-        while start < hi:
-            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
-                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
-                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
-                                          HEAD_DIM, BLOCK_N, PAGED)
-            start += BLOCK_N
-    else:
-        for start in range(lo, hi, BLOCK_N):
-            m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
-                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
-                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
-                                          HEAD_DIM, BLOCK_N, PAGED)
+    heads, gd_mask, d, m, l_sum, acc = _attend_range(
+        q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, lo, hi, stride_qb,
+        stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
+        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGED, WHILE_LOOP)
+    g_mask = heads < (kvh + 1) * GROUP
     rows = (b * tl.num_programs(1) * GROUP + heads) * num_splits + split  # (G,)
-    tl.store(m_ptr + rows, m, mask=g < GROUP)
-    tl.store(l_ptr + rows, l_sum, mask=g < GROUP)
+    tl.store(m_ptr + rows, m, mask=g_mask)
+    tl.store(l_ptr + rows, l_sum, mask=g_mask)
     tl.store(acc_ptr + rows[:, None] * HEAD_DIM + d[None, :], acc, mask=gd_mask)
 
 
