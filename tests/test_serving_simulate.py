@@ -134,19 +134,28 @@ def test_vectorised_over_concurrency_equals_scalar_calls(setup):
 def test_closed_loop_ttft_one_prompt_per_step(setup, c, R):
     """Long prompts (one per step): the first wave queues (c + 1) / 2 prefills; each later
     request arrives alone, waits half a decode step of the c others, then for a prompt ahead
-    of it (M/D/1: the prefill busy rho = c p / cycle of the time, cycle = p + (osl - 1) d +
-    (c - 1) p when prefills pause decoding), then its own prefill; the run's mean weighs
-    burst and steady state 1 : R - 1."""
+    of it (M/D/1: the prefill busy with the other clients' prompts rho = (c - 1) p / cycle of
+    the time, cycle = p + (osl - 1) d + (c - 1) p when prefills pause decoding), then its own
+    prefill; the run's mean weighs burst and steady state 1 : R - 1."""
     m, hw, sc, sm = setup
     isl, osl = 6000, 64
     s = serve(sm, BARE, c, isl, osl, bench=Benchmark("closed_loop", R))
     p = prefill(m, hw, sc, 1, isl)
     d = decode(m, hw, sc, c, isl + (osl - 2) // 2)  # the mean decode step: c sequences
-    rho = min(c * p / (p + (osl - 1) * d + (c - 1) * p), 0.9)
+    rho = min((c - 1) * p / (p + (osl - 1) * d + (c - 1) * p), 0.9)
     burst, steady = (c + 1) / 2 * p, d / 2 + rho / (2 * (1 - rho)) * p + p
     assert float(s.ttft_burst_s) == pytest.approx(burst, rel=1e-9)
     assert float(s.ttft_steady_s) == pytest.approx(steady, rel=1e-9)
     assert float(s.ttft_s) == pytest.approx((burst + (R - 1) * steady) / R, rel=1e-9)
+
+
+def test_a_lone_client_never_queues_behind_itself(setup):
+    """One client: each request follows the previous one's end, so no prompt is ever ahead of
+    it; every later request's TTFT is its own prefill."""
+    m, hw, sc, sm = setup
+    s = serve(sm, BARE, 1, 2048, 16, bench=Benchmark("closed_loop", 1e9))
+    assert float(s.prefill_load) == 0.0
+    assert float(s.ttft_steady_s) == pytest.approx(prefill(m, hw, sc, 1, 2048), rel=1e-9)
 
 
 def test_closed_loop_later_requests_arrive_alone(setup):
@@ -157,7 +166,7 @@ def test_closed_loop_later_requests_arrive_alone(setup):
     s = serve(sm, BARE, c, isl, osl, bench=Benchmark("closed_loop", 1e9))
     p = prefill(m, hw, sc, 1, isl)
     d = decode(m, hw, sc, c, isl + (osl - 2) // 2)
-    rho = c * p / (p + (osl - 1) * d + (c - 1) * p)
+    rho = (c - 1) * p / (p + (osl - 1) * d + (c - 1) * p)  # the other clients' prompts
     steady = d / 2 + rho / (2 * (1 - rho)) * p + p
     assert float(s.ttft_steady_s) == pytest.approx(steady, rel=1e-9)
     assert float(s.ttft_s) == pytest.approx(steady, rel=1e-6)  # R -> infinity

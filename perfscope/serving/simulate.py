@@ -34,11 +34,12 @@ then sends its next request when its previous one ends. Those requests arrive on
 however the first wave was grouped, the clients drift apart (benchmark tools vary the lengths
 around ``isl``/``osl``, and completions spread over the decode steps), so a later request
 waits for the step in flight (``d / 2``), for a prompt ahead of it in the prefill queue
-(M/D/1 with the prefill busy a fraction ``rho = r p / cycle`` of the time: ``rho p / (2 (1 -
-rho))``), then runs its own prefill ``p`` with the others' decodes riding along: the
-steady-state TTFT. Over a run of ``R`` requests per client the mean TTFT is
-``(burst + (R - 1) steady) / R``; ``R`` is the benchmark's run length (``Benchmark``, fitted
-with the engines: benchmark tools issue a fixed number of prompts per client or per run).
+(M/D/1 with the prefill busy a fraction ``rho = (r - 1) p / cycle`` of the time, the other
+clients' prompts: ``rho p / (2 (1 - rho))``), then runs its own prefill ``p`` with the
+others' decodes riding along: the steady-state TTFT. Over a run of ``R`` requests per client
+the mean TTFT is ``(burst + (R - 1) steady) / R``; ``R`` is the benchmark's run length
+(``Benchmark``, fitted with the engines: benchmark tools issue a fixed number of prompts per
+client or per run).
 ``Benchmark(kind="cluster")`` is the empirical law the closed loop was compared with: every
 request's prompt arrives in a cluster of ``scale x c ^ exponent``.
 
@@ -47,9 +48,9 @@ both and predicts each model and each system from the others, and keeps the lowe
 error. TensorRT-LLM's batch waiting (``batch_wait``, set where the benchmark's server set it:
 the Llama 1024/1024 rows below TP 8, whose ~0.1-0.3 s TTFT floor their 1024/8192 rows lack)
 holds a lone prompt and a cluster alike. With it in both, the closed loop with ``R`` fitted
-(8.8 requests per client) explains the rows better than the cluster law (TTFT 24.1% against
-28.8% mean absolute error) and generalises a little better too (76.6% / 77.9% against 79.3% /
-79.8% leaving one model / one system out; 2.3 +- 0.9 points paired over the held-out rows), so
+(9.0 requests per client) explains the rows better than the cluster law (TTFT 24.2% against
+28.8% mean absolute error) and generalises a little better too (74.6% / 75.9% against 79.3% /
+79.8% leaving one model / one system out; 4.3 +- 0.8 points paired over the held-out rows), so
 the closed loop ships. Held out, both are dominated by what one model's rows cannot tell about
 another's (the MoE rows' TTFT carries ~0.15 s more than the dense rows' at the same prompt
 length), not by the arrival model.
@@ -169,7 +170,9 @@ def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any
         rho = np.minimum(rate * p_own, OPEN_RHO_MAX)
         arrivals = rate * d  # per decode iteration
     else:
-        rho = np.minimum(r * p_own / cycle, RHO_MAX)
+        # an arriving request meets the other r - 1 clients' prompts (the arrival theorem of
+        # closed queues: it sees the system as it runs without itself), never its own
+        rho = np.minimum((r - 1) * p_own / cycle, RHO_MAX)
         arrivals = r * d / cycle
     queued = rho / (2 * (1 - rho)) * p_own
     steady = np.where(r > 1, d / 2, 0.0) + queued + p_own + \
