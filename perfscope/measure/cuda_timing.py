@@ -188,35 +188,53 @@ def time_cuda(fn: Callable[..., Any], sets: list[tuple[Any, ...]], *, device: st
     return dataclasses.replace(stats, telemetry=sampler.summary())
 
 
+def _capture(warm: Callable[[], Any], body: Callable[[], Any], device: str) -> Any:
+    """A CUDA graph of ``body()``, captured after ``warm()`` ran on a side stream (capture
+    needs its warm-up there, off the stream it captures from)."""
+    import torch
+
+    dev = torch.device(device)
+    side = torch.cuda.Stream(device=dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        warm()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph
+
+
+def _replay_samples(graph: Any, n: int, flush: Callable[[], None] | None,
+                    device: str) -> list[float]:
+    """Seconds of ``n`` replays of ``graph``, each timed by CUDA events, ``flush`` (if any)
+    run before each one outside the timed region."""
+    import torch
+
+    from perfscope.measure.timing import synchronize
+
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for j in range(n):
+        if flush is not None:
+            flush()
+        starts[j].record()
+        graph.replay()
+        ends[j].record()
+    synchronize(device)
+    return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends, strict=True)]
+
+
 def _replay_time(fn: Callable[..., Any], args: tuple[Any, ...], device: str) -> float | None:
     """The fastest of three replays of one call captured in a graph (warm, L2 not flushed:
     an estimate for planning, not a measurement); None where the call cannot be captured."""
     import torch
 
-    from perfscope.measure.timing import synchronize
-
-    dev = torch.device(device)
     try:
-        side = torch.cuda.Stream(device=dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            fn(*args)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn(*args)
-        times = []
-        for _ in range(3):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            graph.replay()
-            end.record()
-            synchronize(device)
-            times.append(start.elapsed_time(end) * 1e-3)
-        del graph
-        return min(times)
+        graph = _capture(lambda: fn(*args), lambda: fn(*args), device)
+        return min(_replay_samples(graph, 3, None, device))
     except RuntimeError:  # not capturable (a host sync, a CPU fallback): time it eagerly
-        torch.cuda.synchronize(dev)
+        torch.cuda.synchronize(torch.device(device))
         return None
 
 
@@ -262,38 +280,26 @@ def _time_events(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], device
 def _time_graph(fn: Callable[..., Any], sets: Sequence[tuple[Any, ...]], plan: GraphPlan,
                 device: str, est: float, flush: Callable[[], None] | None, budget_s: float,
                 min_runs: int, max_runs: int, keep: int) -> tuple[TimingStats, dict[int, Any]]:
-    import torch
-
     from perfscope.measure.timing import kept_sets, run_count, summarize, synchronize
 
-    dev = torch.device(device)
-    side = torch.cuda.Stream(device=dev)
-    side.wait_stream(torch.cuda.current_stream(dev))
-    with torch.cuda.stream(side):  # capture needs its warm-up on a side stream
-        for j in range(min(3, len(sets))):
-            fn(*sets[j])
-    torch.cuda.current_stream(dev).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
     want = kept_sets(min(plan.sets, plan.inner), keep) if keep else set()
     outs: dict[int, Any] = {}
-    with torch.cuda.graph(graph):
+
+    def warm() -> None:
+        for j in range(min(3, len(sets))):
+            fn(*sets[j])
+
+    def body() -> None:
         for j in range(plan.inner):
             out = fn(*sets[j % plan.sets])
             if j % plan.sets in want and j % plan.sets not in outs:
                 outs[j % plan.sets] = out  # kept alive: its memory holds the replay's result
+
+    graph = _capture(warm, body, device)
     graph.replay()
     synchronize(device)
     n = run_count(est * plan.inner, budget_s=budget_s, min_runs=min_runs, max_runs=max_runs)
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    for j in range(n):
-        if flush is not None:
-            flush()
-        starts[j].record()
-        graph.replay()
-        ends[j].record()
-    synchronize(device)
+    samples = [t / plan.inner for t in _replay_samples(graph, n, flush, device)]
     if keep and not outs:
         raise MeasureError("graph capture kept no output to check")
-    samples = [s.elapsed_time(e) * 1e-3 / plan.inner for s, e in zip(starts, ends, strict=True)]
     return summarize(samples, method=plan.method), outs
