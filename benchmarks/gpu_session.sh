@@ -101,6 +101,10 @@ step 45 "ops-decode-w8a8" python3 -m perfscope bench ops --device cuda --quick -
     --phase decode --batch 1 --context-len 2048 --no-sweep --weight-dtype int8 --act-dtype int8 \
     --format json -o "$OUT/ops-decode-w8a8-b1-$gpu-$stamp.json"
 step 45 "fused-norm" python3 benchmarks/bench_fused_norm.py --device cuda --rounds 2
+# the Triton decode-attention launches (tile, tl.dot, warps, stages) and split counts over
+# batch and context: the measurements behind DECODE_LAUNCH and decode_splits' constants
+step 300 "decode-tune" python3 benchmarks/tune_decode_attention.py \
+    --json "$OUT/decode-attn-tune-$gpu-$stamp.json"
 ls -la "$OUT" >&2
 echo "session: $(( $(date +%s) - start ))s" >&2
 if [[ "${BUNDLE:-0}" == 1 ]]; then

@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                "shape": {"heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
                          "page": PAGE, "dtype": "bf16"},
                "ragged": a.ragged, "default_launch": _default_name(),
+               "split_rule": {"programs_per_sm": pa.SPLIT_PROGRAMS_PER_SM, "rounded": "down",
+                              "min_split_tiles": pa.MIN_SPLIT_BLOCKS,
+                              "max_splits": pa.MAX_SPLITS},
                "duration_s": time.perf_counter() - t0,
                "cases": out}
         with open(a.json, "w") as f:

@@ -182,18 +182,19 @@ def test_gqa_rejects_bad_head_counts():
 
 
 def test_decode_splits_by_hand():
-    # 132 SMs x 16 = 2112 programs wanted
-    # batch 128 x 8 KV heads = 1024 programs -> ceil(2112 / 1024) = 3; 512 blocks allow 64
-    assert pa.decode_splits(8192, 16, 128, 8, 132) == 3
-    assert pa.decode_splits(8192, 16, 256, 8, 132) == 2  # ceil(2112 / 2048)
-    assert pa.decode_splits(8192, 16, 512, 8, 132) == 1  # 4096 programs already
-    # batch 1 x 8 heads wants 264 splits; the length allows blocks // 8
-    assert pa.decode_splits(100, 16, 1, 8, 132) == 1  # 7 blocks: < 8 a split
-    assert pa.decode_splits(256, 16, 1, 8, 132) == 2  # 16 blocks
-    assert pa.decode_splits(4096, 16, 1, 8, 132) == 32  # 256 blocks
-    assert pa.decode_splits(131072, 16, 1, 1, 132) == pa.MAX_SPLITS  # 1024 allowed, cap 64
-    assert pa.decode_splits(10, 16, 1, 8, 132) == 1  # shorter than one block
-    assert pa.decode_splits(8192, 16, 1, 8, 8) == 16  # a small GPU: ceil(128 / 8)
+    # 132 SMs x 16 = 2112 programs at most, rounded down
+    # batch 128 x 8 KV heads = 1024 programs -> 2112 // 1024 = 2; 128 tiles of 64 allow 16
+    assert pa.decode_splits(8192, 64, 128, 8, 132) == 2
+    assert pa.decode_splits(8192, 64, 96, 8, 132) == 2  # 2112 // 768 (3 would start a wave)
+    assert pa.decode_splits(8192, 64, 32, 8, 132) == 8  # 2112 // 256
+    assert pa.decode_splits(8192, 64, 512, 8, 132) == 1  # 4096 programs already
+    # batch 1 x 8 heads: 2112 // 8 = 264 splits; the length allows tiles // 8
+    assert pa.decode_splits(100, 16, 1, 8, 132) == 1  # 7 tiles: < 8 a split
+    assert pa.decode_splits(256, 16, 1, 8, 132) == 2  # 16 tiles
+    assert pa.decode_splits(4096, 64, 1, 8, 132) == 8  # 64 tiles
+    assert pa.decode_splits(131072, 64, 1, 8, 132) == pa.MAX_SPLITS  # 256 allowed, cap 64
+    assert pa.decode_splits(10, 16, 1, 8, 132) == 1  # shorter than one tile
+    assert pa.decode_splits(8192, 16, 1, 8, 8) == 16  # a small GPU: 128 // 8
     for max_len in (1, 15, 16, 17, 127, 128, 129, 1000, 5000, 70000):
         for batch in (1, 3, 64):
             n = pa.decode_splits(max_len, 16, batch, 2, 132)

@@ -33,8 +33,9 @@ else:
         tail = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-2000:]
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
         passed = re.search(r"(\d+) passed", tail)
-        # add+RMSNorm 3 shapes x 2 dtypes, attention 3 cases x 2 dtypes, split-KV 3 cases x
-        # 5 (split count, dtype), the heuristic against one pass 3 cases, bad num_splits, the
-        # while-loop variant, the version rule: 6 + 6 + 15 + 3 + 1 + 1 + 1
-        assert passed and int(passed.group(1)) == 33, tail
+        # add+RMSNorm 3 shapes x 2 dtypes, attention 3 cases x 2 dtypes x 3 launches,
+        # split-KV 3 cases x 7 (split count, dtype, launch), the heuristic against one pass
+        # 3 cases, bad num_splits, bad launches, the while-loop variant, the version rule:
+        # 6 + 18 + 21 + 3 + 1 + 1 + 1 + 1
+        assert passed and int(passed.group(1)) == 52, tail
         assert not re.search(r"skipped|failed|error", tail), tail  # all ran, all passed

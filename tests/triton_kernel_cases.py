@@ -31,6 +31,11 @@ RAGGED = [
     ([64, 3, 250], 4, 4, 16, 16),  # MHA
     ([9, 1, 40, 41], 8, 1, 64, 8),  # MQA
 ]
+# the loop's variants: fp32 broadcast products one page a tile (no tl.dot), tl.dot on a tile
+# of 16 (one page of 16, or two pages of 8: the gathered path), the default tile of 64
+# (several pages a tile; sequences shorter than one tile)
+LAUNCHES = {"scalar16": pa.DecodeLaunch(16, mma=False), "mma16": pa.DecodeLaunch(16),
+            "default": pa.DECODE_LAUNCH}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def test_triton_add_rmsnorm_matches_float64(tk, dtype, tol, tokens, hidden):
         torch.testing.assert_close(out.cpu().double(), o_ref, rtol=tol, atol=tol)
 
 
-def _both_layouts(tk, case, dtype, num_splits):
+def _both_layouts(tk, case, dtype, num_splits, launch=None):
     """(paged, contiguous, float64 reference) outputs of one ragged case."""
     seq_lens, heads, kvh, d, bs = case
     kv = pa.make_paged_kv(seq_lens, kv_heads=kvh, head_dim=d, block_size=bs, dtype=dtype,
@@ -65,49 +70,53 @@ def _both_layouts(tk, case, dtype, num_splits):
     q = _rand(len(seq_lens), heads, d, dtype=dtype, seed=5)
     ref = pa.attention_reference(q, [pa.sequence_kv(kv, b) for b in range(len(seq_lens))])
     paged = tk.paged_attention_triton(q, kv.k_pool, kv.v_pool, kv.block_table, kv.seq_lens,
-                                      num_splits=num_splits)
+                                      num_splits=num_splits, launch=launch)
     kc, vc = pa.to_contiguous(kv, max_len=max(seq_lens) + 5)
-    # chunks of the block size, as the paged layout's, so both cut the same splits
-    contig = tk.contiguous_attention_triton(q, kc, vc, kv.seq_lens, block_n=bs,
-                                            num_splits=num_splits)
+    contig = tk.contiguous_attention_triton(q, kc, vc, kv.seq_lens, num_splits=num_splits,
+                                            launch=launch)
     return paged, contig, ref
 
 
-def _attention(tk, case, dtype, tol, num_splits=1):
-    paged, contig, ref = _both_layouts(tk, case, dtype, num_splits)
+def _attention(tk, case, dtype, tol, num_splits=1, launch=None):
+    paged, contig, ref = _both_layouts(tk, case, dtype, num_splits, launch)
     torch.testing.assert_close(paged.cpu().double(), ref, rtol=tol, atol=tol)
     torch.testing.assert_close(contig.cpu().double(), ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("launch", LAUNCHES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("case", RAGGED)
-def test_triton_attention_matches_float64(tk, dtype, tol, case):
-    _attention(tk, case, dtype, tol)
+def test_triton_attention_matches_float64(tk, dtype, tol, case, launch):
+    _attention(tk, case, dtype, tol, launch=LAUNCHES[launch])
 
 
-# split-KV: 2, 3, 7 splits cut some sequences into uneven chunks and leave the shortest
-# (1..9 tokens, one block) with empty splits; 20 is more than the longest sequence of any
-# case has blocks (16), so every sequence has empty splits
-@pytest.mark.parametrize("num_splits,dtype,tol", [
-    (2, torch.float32, 1e-4), (3, torch.float32, 1e-4), (7, torch.float32, 1e-4),
-    (20, torch.float32, 1e-4), (7, torch.bfloat16, 3e-2)])  # bf16: the combine's cast
+# split-KV in tiles of 16: 2, 3, 7 splits cut some sequences into uneven chunks and leave
+# the shortest (1..16 tokens, one tile) with empty splits; 20 is more than the longest
+# sequence of any case has tiles (16), so every sequence has empty splits
+@pytest.mark.parametrize("num_splits,dtype,tol,launch", [
+    (2, torch.float32, 1e-4, "mma16"), (3, torch.float32, 1e-4, "mma16"),
+    (7, torch.float32, 1e-4, "mma16"), (20, torch.float32, 1e-4, "mma16"),
+    (7, torch.bfloat16, 3e-2, "mma16"),  # bf16: the combine's cast
+    (3, torch.float32, 1e-4, "scalar16"), (3, torch.bfloat16, 3e-2, "default")])
 @pytest.mark.parametrize("case", RAGGED)
-def test_triton_split_attention_matches_float64(tk, dtype, tol, case, num_splits):
-    _attention(tk, case, dtype, tol, num_splits)
+def test_triton_split_attention_matches_float64(tk, dtype, tol, case, num_splits, launch):
+    _attention(tk, case, dtype, tol, num_splits, LAUNCHES[launch])
 
 
 @pytest.mark.parametrize("case", RAGGED)
 def test_auto_splits_match_one_pass(tk, case):
-    """num_splits=None (the heuristic) against the one-pass kernel. On these lengths it picks
-    1 but for RAGGED[1] (16 blocks: 2 splits of 8), so both of its paths are taken."""
-    auto = _both_layouts(tk, case, torch.float32, None)
-    one = _both_layouts(tk, case, torch.float32, 1)
+    """num_splits=None (the heuristic) against the one-pass kernel, in tiles of 16. On these
+    lengths it picks 1 but for RAGGED[1] (16 tiles: 2 splits of 8), so both of its paths are
+    taken."""
+    launch = LAUNCHES["mma16"]
+    auto = _both_layouts(tk, case, torch.float32, None, launch)
+    one = _both_layouts(tk, case, torch.float32, 1, launch)
     for a, o in zip(auto[:2], one[:2], strict=True):
         torch.testing.assert_close(a, o, rtol=1e-5, atol=1e-5)
-    seq_lens, _, kvh, _, bs = case
+    seq_lens, _, kvh, _, _ = case
     q = torch.empty((len(seq_lens), 1, 1), device=DEVICE)
     want = 2 if case is RAGGED[1] else 1
-    assert tk.decode_num_splits(q, max(seq_lens), bs, kvh) == want
+    assert tk.decode_num_splits(q, max(seq_lens), launch.block_n, kvh) == want
 
 
 def test_num_splits_out_of_range(tk):
@@ -116,13 +125,21 @@ def test_num_splits_out_of_range(tk):
             _attention(tk, RAGGED[1], torch.float32, 1e-4, bad)
 
 
+def test_launches_triton_cannot_build(tk):
+    with pytest.raises(MeasureError, match=r"block_n 24: .* power of two"):
+        _attention(tk, RAGGED[0], torch.float32, 1e-4, launch=pa.DecodeLaunch(24))
+    with pytest.raises(MeasureError, match=r"tl\.dot needs both >= 16"):
+        _attention(tk, RAGGED[0], torch.float32, 1e-4, launch=pa.DecodeLaunch(8))
+    _attention(tk, RAGGED[0], torch.float32, 1e-4, launch=pa.DecodeLaunch(8, mma=False))
+
+
 @pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's loop variant")
 def test_while_loop_variant_for_old_interpreters(tk, monkeypatch):
     """triton < 3.8's interpreter cannot take range() over a loaded length; the kernels then
     loop with while. Forced here under a newer interpreter, they give the same results."""
     monkeypatch.setattr(tk, "interpreter_needs_while_loop", lambda: True)
-    _attention(tk, RAGGED[0], torch.float32, 1e-4)
-    _attention(tk, RAGGED[0], torch.float32, 1e-4, num_splits=3)  # split-KV
+    _attention(tk, RAGGED[0], torch.float32, 1e-4, launch=LAUNCHES["mma16"])
+    _attention(tk, RAGGED[0], torch.float32, 1e-4, 3, LAUNCHES["mma16"])  # split-KV
 
 
 def test_while_loop_only_for_old_interpreters(tk):

@@ -198,16 +198,17 @@ def bench_decode_attention(device: str = "cpu", quick: bool = True, *,
             "paged": lambda s: tk.paged_attention_triton(s[0], s[1].k_pool, s[1].v_pool,
                                                          s[1].block_table, s[1].seq_lens),
             "contiguous": lambda s: tk.contiguous_attention_triton(
-                s[0], s[2], s[3], s[1].seq_lens, block_n=sh.block_size)}
+                s[0], s[2], s[3], s[1].seq_lens)}
         impls["triton_onepass"] = {
             "paged": lambda s: tk.paged_attention_triton(s[0], s[1].k_pool, s[1].v_pool,
                                                          s[1].block_table, s[1].seq_lens,
                                                          num_splits=1)}
         # as the kernels resolve None: bounded by the table's width, the cache's length
+        tile = pa.DECODE_LAUNCH.block_n
         splits = {("triton", "paged"): tk.decode_num_splits(
-                      q, kv.block_table.shape[1] * sh.block_size, sh.block_size, sh.kv_heads),
+                      q, kv.block_table.shape[1] * sh.block_size, tile, sh.kv_heads),
                   ("triton", "contiguous"): tk.decode_num_splits(
-                      q, kc.shape[2], sh.block_size, sh.kv_heads),
+                      q, kc.shape[2], tile, sh.kv_heads),
                   ("triton_onepass", "paged"): 1}
     mem = pa.paged_kv_memory(lens, block_size=sh.block_size, max_len=sh.max_len,
                              kv_heads=sh.kv_heads, head_dim=sh.head_dim,

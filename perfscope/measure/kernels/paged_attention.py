@@ -100,13 +100,48 @@ def attention_decode_counts(seq_lens: Sequence[int], *, heads: int, kv_heads: in
                         bytes_written=float(b) * heads * head_dim * act_bytes)
 
 
-# ---- split-KV (flash-decoding) heuristic --------------------------------------------------
+# ---- the Triton decode kernel's launch and its split-KV (flash-decoding) heuristic --------
 
-# guesses to tune on a GPU, not measured optima. Programs per SM: several waves of the 2-3
-# that fit on an SM at once (sm_90 compile, GQA 4, D 128: ~170-190 registers a thread at 4
-# warps), so short programs refill SMs that ragged long ones would leave idle
+@dataclass(frozen=True, slots=True)
+class DecodeLaunch:
+    """How the Triton decode kernels run: ``block_n`` tokens per loop iteration (a power of
+    two, independent of the page size: a tile longer than a page gathers one block id per
+    token), ``mma`` the scores and the output on tl.dot (tensor cores; the GQA group padded to
+    16 rows) or as fp32 broadcast products, Triton's ``num_warps`` and ``num_stages`` (None:
+    Triton's default).
+
+    The default was the fastest of 9 launches in 5 of 8 cases of a sweep on one H200 and
+    within 3% in 2 more (benchmarks/tune_decode_attention.py; Llama-3-8B attention, bf16,
+    pages of 16; reports/measured/decode-attn-tune-NVIDIA-H200-20261130.json); the eighth,
+    batch 1 at 4,096 tokens, took 44 us against 41 us in tiles of 16. At batch 128 x 8,192
+    tokens it took 964 us, 4.46 TB/s of KV, where the fp32-product kernel with a page a tile
+    took 6,626 us (650 GB/s) and tiles of 16 on tl.dot 1,200 us.
+    """
+
+    block_n: int = 64
+    mma: bool = True
+    num_warps: int = 4
+    num_stages: int | None = None
+
+
+DECODE_LAUNCH = DecodeLaunch()
+
+# Programs per SM the split count fills, rounding down (more would start a partly filled
+# wave). H200 sweeps of DECODE_LAUNCH, reports/measured/decode-attn-*-NVIDIA-H200-20261130.json:
+# with every sequence as long (10 cases, batch 1-128, 4,096-32,768 tokens) the fastest count
+# gave 4-8 programs per SM, and more cost a little (batch 64 x 8 KV heads at 4,096 tokens:
+# 1 split 259 us, 8 splits 283 us); with lengths spread as in serving (8 cases, each uniform
+# in [longest / 32, longest]) it gave 16-62 per SM, the longest sequences' programs making the
+# tail (batch 128 at up to 8,192 tokens: 1 split 689 us, 2 splits 629 us, 8 splits 613 us).
+# 16 per SM with splits of at least 8 tiles came within 6% of the fastest count in every case
+# of both sweeps, 2.7% and 2.1% on average; 4 per SM was 1.2% and 10.7%, up to 18% ragged
+# (a count the sweeps skipped is timed between its swept neighbours, on a log scale). Swept
+# again with this rule (decode-attn-{uniform,ragged}-*), the default took at most 3.2% longer
+# than the fastest swept count on the ragged cases and up to 9% on the uniform ones, except
+# batch 1 at 4,096 tokens, a 55-100 us call whose two timings of the default read 1.15x and
+# 1.72x the fastest.
 SPLIT_PROGRAMS_PER_SM = 16
-MIN_SPLIT_BLOCKS = 8  # a split of fewer blocks spends too much on its partials (fp32 m, l, acc)
+MIN_SPLIT_BLOCKS = 8  # tiles a split keeps at least: fewer spend too much on fp32 partials
 MAX_SPLITS = 64  # the combine holds one (b, head)'s splits x head_dim partials in registers
 
 
@@ -114,16 +149,16 @@ def decode_splits(max_len: int, block_n: int, batch: int, kv_heads: int,
                   sm_count: int) -> int:
     """KV splits per sequence for split-KV decode attention (1: the one-pass kernel).
 
-    One program per (sequence, KV head, split). Enough splits for
-    ``SPLIT_PROGRAMS_PER_SM * sm_count`` programs, but each split of the longest sequence
-    keeps at least ``MIN_SPLIT_BLOCKS`` blocks of ``block_n`` tokens (so never more splits than
-    it has blocks), at most ``MAX_SPLITS``, at least 1. E.g. 132 SMs -> 2112 programs wanted:
-    batch 128 x 8 KV heads (1024 programs), 8192 tokens in blocks of 16 -> 3 splits.
+    One program per (sequence, KV head, split). As many splits as keep the programs within
+    ``SPLIT_PROGRAMS_PER_SM * sm_count`` (rounded down), but each split of the longest sequence
+    keeps at least ``MIN_SPLIT_BLOCKS`` tiles of ``block_n`` tokens (so never more splits than
+    it has tiles), at most ``MAX_SPLITS``, at least 1. E.g. 132 SMs -> 2112 programs: batch
+    128 x 8 KV heads (1024 programs), 8192 tokens in tiles of 64 -> 2 splits.
     """
     if min(max_len, block_n, batch, kv_heads, sm_count) < 1:
         raise InputError(f"decode_splits needs positive sizes: max_len {max_len}, block_n "
                          f"{block_n}, batch {batch}, kv_heads {kv_heads}, SMs {sm_count}")
-    want = -(-SPLIT_PROGRAMS_PER_SM * sm_count // (batch * kv_heads))
+    want = SPLIT_PROGRAMS_PER_SM * sm_count // (batch * kv_heads)
     by_length = -(-max_len // block_n) // MIN_SPLIT_BLOCKS
     return max(1, min(want, by_length, MAX_SPLITS))
 

@@ -9,26 +9,31 @@ is itself imported lazily, only by ``get_impl("triton")`` and the benchmarks onc
   is an element-wise add kernel and the same row kernel without the add.
 - Decode attention, two paths chosen by ``num_splits``. One pass (``num_splits=1``): one
   program per (sequence, KV head) serving the head's GQA group of query heads, looping over
-  the whole sequence BLOCK_N tokens at a time with an online softmax (vLLM paged-attention
-  v1 style). Split-KV (``num_splits > 1``; flash-decoding, vLLM v2 style): sequence b's
-  ``ceil(len_b / BLOCK_N)`` blocks are cut into ``num_splits`` chunks of whole blocks, one
-  program per (sequence, KV head, split) writes its chunk's fp32 partial (running max m, sum
-  l, un-normalised acc; an empty chunk writes m = -inf, l = 0, acc = 0), then a combine kernel,
-  one program per (sequence, query head), rescales the partials by exp(m_s - max m) and
-  writes acc / l. ``num_splits=None`` asks ``paged_attention.decode_splits``: enough splits
-  for 16 programs per SM (the CUDA device's SM count; ``ASSUMED_SM_COUNT`` under the
-  interpreter), each split of the longest sequence (bounded by the block table's width or the
-  cache's length, so no device sync) at least 8 blocks, at most 64 splits, at least 1; 1 takes
-  the one-pass kernel. PAGED=True reads token t of sequence b from pool block
-  ``block_table[b, t // BLOCK_N]``, so BLOCK_N is the block size; PAGED=False reads the padded
-  contiguous cache with the same loop. The loop body is one ``@triton.jit`` helper; under
-  triton < 3.8's interpreter the loops over the sequence are while loops (that interpreter
-  cannot run ``range`` over a loaded length), everywhere else, compiled kernels included,
-  they are ``for`` loops.
+  the whole sequence a tile of ``block_n`` tokens at a time with an online softmax (vLLM
+  paged-attention v1 style). Split-KV (``num_splits > 1``; flash-decoding, vLLM v2 style):
+  sequence b's ``ceil(len_b / block_n)`` tiles are cut into ``num_splits`` chunks of whole
+  tiles, one program per (sequence, KV head, split) writes its chunk's fp32 partial (running
+  max m, sum l, un-normalised acc; an empty chunk writes m = -inf, l = 0, acc = 0), then a
+  combine kernel, one program per (sequence, query head), rescales the partials by
+  exp(m_s - max m) and writes acc / l. ``num_splits=None`` asks
+  ``paged_attention.decode_splits``: as many splits as keep the programs within 16 per SM
+  (the CUDA device's SM count; ``ASSUMED_SM_COUNT`` under the interpreter), each split of the
+  longest sequence (bounded by the block table's width or the cache's length, so no device
+  sync) at least 8 tiles, at most 64 splits, at least 1; 1 takes the one-pass kernel.
+  ``paged_attention.DecodeLaunch`` sets the tile, tl.dot (MMA) or fp32 broadcast products,
+  warps and stages. PAGED=True reads token t of sequence b from pool block
+  ``block_table[b, t // PAGE]`` at slot ``t % PAGE``: a tile no longer than a page reads one
+  block id, a longer one gathers an id per token. PAGED=False reads the padded contiguous
+  cache with the same loop. The loop body is one ``@triton.jit`` helper; under triton < 3.8's
+  interpreter the loops over the sequence are while loops (that interpreter cannot run
+  ``range`` over a loaded length), everywhere else, compiled kernels included, they are
+  ``for`` loops. The interpreter's tl.dot reads bf16 as raw bits, so there (UPCAST) the
+  operands go to fp32 first.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -117,33 +122,58 @@ def add_rmsnorm_unfused_triton(x: Any, residual: Any, weight: Any, eps: float, h
 # ---- decode attention ---------------------------------------------------------------------
 
 @triton.jit
-def _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr, v_ptr, table_ptr,
+def _mma(a, b, acc, UPCAST: tl.constexpr):
+    """acc + a @ b on tl.dot in fp32. UPCAST (the interpreter, whose tl.dot reads bf16 as its
+    raw uint16 bits) takes the product of the operands' fp32 values instead: the same sums,
+    with any rounding to the operands' dtype already done by the caller."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return tl.dot(a, b, acc, input_precision="ieee")
+
+
+@triton.jit
+def _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr, v_ptr, table_ptr, scale,
                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
-                  n, d, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr):
-    """Fold tokens [start, start + BLOCK_N) of sequence b into the online softmax (m, l, acc)."""
-    valid = (start + n) < seq_len
+                  n, d, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+                  PAGED: tl.constexpr, MMA: tl.constexpr, UPCAST: tl.constexpr):
+    """Fold tokens [start, start + BLOCK_N) of sequence b into the online softmax (m, l, acc).
+
+    ``start`` is a multiple of BLOCK_N. Paged: a tile no longer than a page lies in one page
+    (both powers of two), so one block id serves it; a longer tile gathers one id per token.
+    MMA: q . k and p . v on tl.dot (q and K/V in their own dtype, p cast to V's, fp32
+    accumulation), the score scaled after the dot; else broadcast products in fp32 with q
+    already scaled."""
+    tok = start + n
+    valid = tok < seq_len
     if PAGED:
-        blk = tl.load(table_ptr + b * stride_tb + start // BLOCK_N).to(tl.int64)
-        k_base = k_ptr + blk * stride_kb
-        v_base = v_ptr + blk * stride_vb
-        t = n  # slot inside the block
+        if BLOCK_N <= PAGE:
+            blk = tl.load(table_ptr + b * stride_tb + start // PAGE).to(tl.int64)
+        else:
+            blk = tl.load(table_ptr + b * stride_tb + tok // PAGE, mask=valid,
+                          other=0).to(tl.int64)
+        k_rows = k_ptr + blk * stride_kb + (tok % PAGE) * stride_kt  # (N,)
+        v_rows = v_ptr + blk * stride_vb + (tok % PAGE) * stride_vt
     else:
-        k_base = k_ptr + b * stride_kb
-        v_base = v_ptr + b * stride_vb
-        t = start + n
+        k_rows = k_ptr + b * stride_kb + tok * stride_kt
+        v_rows = v_ptr + b * stride_vb + tok * stride_vt
     nd_mask = valid[:, None] & (d[None, :] < HEAD_DIM)
-    k = tl.load(k_base + t[:, None] * stride_kt + kvh * stride_kh + d[None, :],
-                mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
-    s = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # (G, N)
+    k = tl.load(k_rows[:, None] + kvh * stride_kh + d[None, :], mask=nd_mask, other=0.0)
+    if MMA:
+        s = _mma(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], tl.float32), UPCAST) * scale
+    else:
+        s = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)  # (G, N)
     s = tl.where(valid[None, :], s, float("-inf"))
     # token `start` is valid in every iteration, so m_new is finite and exp(-inf) = 0
     m_new = tl.maximum(m, tl.max(s, axis=1))
     alpha = tl.exp(m - m_new)
     p = tl.exp(s - m_new[:, None])
     l_sum = l_sum * alpha + tl.sum(p, axis=1)
-    v = tl.load(v_base + t[:, None] * stride_vt + kvh * stride_vh + d[None, :],
-                mask=nd_mask, other=0.0).to(tl.float32)  # (N, D)
-    acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # (G, D)
+    v = tl.load(v_rows[:, None] + kvh * stride_vh + d[None, :], mask=nd_mask, other=0.0)
+    if MMA:
+        acc = _mma(p.to(v.dtype), v, acc * alpha[:, None], UPCAST)
+    else:
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :],
+                                            axis=1)  # (G, D)
     return m_new, l_sum, acc
 
 
@@ -152,17 +182,21 @@ def _attend_range(q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, lo, hi
                   stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
                   stride_vh, stride_tb, GROUP: tl.constexpr, GROUP_P2: tl.constexpr,
                   HEAD_DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_N: tl.constexpr,
-                  PAGED: tl.constexpr, WHILE_LOOP: tl.constexpr):
+                  PAGE: tl.constexpr, PAGED: tl.constexpr, MMA: tl.constexpr,
+                  UPCAST: tl.constexpr, WHILE_LOOP: tl.constexpr):
     """Online softmax of KV head ``kvh``'s GROUP query heads of sequence ``b`` over tokens
-    ``lo .. hi`` (``lo`` on a block boundary, before ``seq_len``; none when ``lo >= hi``):
-    the heads, their mask, and the running max, sum and un-normalised output."""
+    ``lo .. hi`` (``lo`` a multiple of BLOCK_N, before ``seq_len``; none when ``lo >= hi``):
+    the heads, their mask, and the running max, sum and un-normalised output. The GROUP_P2
+    rows past GROUP load zeros and are never stored."""
     g = tl.arange(0, GROUP_P2)
     d = tl.arange(0, D_P2)
     n = tl.arange(0, BLOCK_N)
     gd_mask = (g[:, None] < GROUP) & (d[None, :] < HEAD_DIM)
     heads = kvh * GROUP + g
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
-                mask=gd_mask, other=0.0).to(tl.float32) * scale  # (G, D)
+                mask=gd_mask, other=0.0)  # (G, D)
+    if not MMA:
+        q = q.to(tl.float32) * scale
     m = tl.full([GROUP_P2], float("-inf"), tl.float32)
     l_sum = tl.zeros([GROUP_P2], tl.float32)
     acc = tl.zeros([GROUP_P2, D_P2], tl.float32)
@@ -172,16 +206,18 @@ def _attend_range(q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, lo, hi
         start = lo
         while start < hi:
             m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
-                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
-                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
-                                          HEAD_DIM, BLOCK_N, PAGED)
+                                          v_ptr, table_ptr, scale, stride_kb, stride_kt,
+                                          stride_kh, stride_vb, stride_vt, stride_vh,
+                                          stride_tb, n, d, HEAD_DIM, BLOCK_N, PAGE, PAGED,
+                                          MMA, UPCAST)
             start += BLOCK_N
     else:
         for start in range(lo, hi, BLOCK_N):
             m, l_sum, acc = _attend_block(q, m, l_sum, acc, start, seq_len, b, kvh, k_ptr,
-                                          v_ptr, table_ptr, stride_kb, stride_kt, stride_kh,
-                                          stride_vb, stride_vt, stride_vh, stride_tb, n, d,
-                                          HEAD_DIM, BLOCK_N, PAGED)
+                                          v_ptr, table_ptr, scale, stride_kb, stride_kt,
+                                          stride_kh, stride_vb, stride_vt, stride_vh,
+                                          stride_tb, n, d, HEAD_DIM, BLOCK_N, PAGE, PAGED,
+                                          MMA, UPCAST)
     return heads, gd_mask, d, m, l_sum, acc
 
 
@@ -191,15 +227,15 @@ def _decode_attention_kernel(
         stride_qb, stride_qh, stride_ob, stride_oh,
         stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
         GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
-        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
-        WHILE_LOOP: tl.constexpr):
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr, PAGED: tl.constexpr,
+        MMA: tl.constexpr, UPCAST: tl.constexpr, WHILE_LOOP: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1).to(tl.int64)
     seq_len = tl.load(lens_ptr + b)
     heads, gd_mask, d, _m, l_sum, acc = _attend_range(
         q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, 0, seq_len, stride_qb,
         stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
-        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGED, WHILE_LOOP)
+        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGE, PAGED, MMA, UPCAST, WHILE_LOOP)
     out = acc / l_sum[:, None]
     tl.store(o_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=gd_mask)
@@ -211,8 +247,8 @@ def _decode_split_kernel(
         stride_qb, stride_qh,
         stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
         GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr,
-        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGED: tl.constexpr,
-        WHILE_LOOP: tl.constexpr):
+        D_P2: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr, PAGED: tl.constexpr,
+        MMA: tl.constexpr, UPCAST: tl.constexpr, WHILE_LOOP: tl.constexpr):
     """Partial (m, l, acc) of split program_id(2)'s chunk of sequence b for KV head kvh's
     GROUP query heads, into rows ((b * heads + head) * num_splits + split) of the partials."""
     b = tl.program_id(0).to(tl.int64)
@@ -228,7 +264,7 @@ def _decode_split_kernel(
     heads, gd_mask, d, m, l_sum, acc = _attend_range(
         q_ptr, k_ptr, v_ptr, table_ptr, scale, b, kvh, seq_len, lo, hi, stride_qb,
         stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_tb,
-        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGED, WHILE_LOOP)
+        GROUP, GROUP_P2, HEAD_DIM, D_P2, BLOCK_N, PAGE, PAGED, MMA, UPCAST, WHILE_LOOP)
     g_mask = heads < (kvh + 1) * GROUP
     rows = (b * tl.num_programs(1) * GROUP + heads) * num_splits + split  # (G,)
     tl.store(m_ptr + rows, m, mask=g_mask)
@@ -257,53 +293,81 @@ def _decode_combine_kernel(m_ptr, l_ptr, acc_ptr, o_ptr, stride_ob, stride_oh, n
              mask=d < HEAD_DIM)
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def interpreter_needs_while_loop(version: str | None = None,
                                  interpret: bool | None = None) -> bool:
     """True under TRITON_INTERPRET=1 with triton older than 3.8, whose interpreter fails on
     ``range(0, seq_len, BLOCK_N)`` over a loaded scalar (a 1-element array, not a 0-d one)."""
     if interpret is None:
-        interpret = os.environ.get("TRITON_INTERPRET") == "1"
+        interpret = _interpreting()
     if not interpret:
         return False
     major, minor = (int(x) for x in (version or triton.__version__).split(".")[:2])
     return (major, minor) < (3, 8)
 
 
+@functools.cache
+def _sm_count(index: int | None) -> int:
+    """SMs of CUDA device ``index`` (None: the current one), asked once per device rather
+    than on every launch (a short decode launch waits for the host)."""
+    return int(torch.cuda.get_device_properties(index).multi_processor_count)
+
+
 def decode_num_splits(q: Any, max_len: int, block_n: int, kv_heads: int,
                       num_splits: int | None = None) -> int:
     """The splits a decode launch uses: ``num_splits`` checked, or for None the heuristic
     ``paged_attention.decode_splits`` on this device's SM count (``ASSUMED_SM_COUNT`` off
-    CUDA) and ``max_len``, the longest a sequence can be."""
+    CUDA) and ``max_len``, the longest a sequence can be, in tiles of ``block_n`` tokens."""
     if num_splits is None:
-        sms = (torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda
-               else ASSUMED_SM_COUNT)
+        sms = _sm_count(q.device.index) if q.is_cuda else ASSUMED_SM_COUNT
         return pa.decode_splits(max(1, max_len), block_n, q.shape[0], kv_heads, sms)
     if not 1 <= num_splits <= pa.MAX_SPLITS:
         raise MeasureError(f"num_splits {num_splits}: must lie in [1, {pa.MAX_SPLITS}]")
     return num_splits
 
 
+def check_launch(launch: pa.DecodeLaunch, head_dim: int) -> None:
+    """Refuse a tile Triton cannot build: a power of two, and >= 16 for tl.dot's shapes."""
+    n = launch.block_n
+    if n < 1 or n & (n - 1):
+        raise MeasureError(f"block_n {n}: tokens per tile must be a power of two")
+    if launch.mma and (n < 16 or head_dim < 16):
+        raise MeasureError(f"block_n {n}, head_dim {head_dim}: tl.dot needs both >= 16 "
+                           "(use mma=False)")
+
+
 def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float | None,
                    k_strides: tuple[int, int, int], v_strides: tuple[int, int, int],
-                   kv_heads: int, block_n: int, paged: bool, max_len: int,
-                   num_splits: int | None) -> Any:
+                   kv_heads: int, page: int, paged: bool, max_len: int,
+                   num_splits: int | None, launch: pa.DecodeLaunch | None) -> Any:
     bsz, heads, d = q.shape
+    launch = launch or pa.DECODE_LAUNCH
+    check_launch(launch, d)
     if heads % kv_heads:
         raise MeasureError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise MeasureError("Triton attention needs head_dim contiguous (stride 1)")
-    splits = decode_num_splits(q, max_len, block_n, kv_heads, num_splits)
+    splits = decode_num_splits(q, max_len, launch.block_n, kv_heads, num_splits)
     group = heads // kv_heads
     out = torch.empty_like(q)
     lens32 = lens.to(device=q.device, dtype=torch.int32).contiguous()
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    shapes = {"GROUP": group, "GROUP_P2": max(2, triton.next_power_of_2(group)), "HEAD_DIM": d,
-              "D_P2": triton.next_power_of_2(d), "BLOCK_N": block_n, "PAGED": paged,
-              "WHILE_LOOP": interpreter_needs_while_loop()}
+    # tl.dot takes at least 16 rows: a GQA group of 4-8 heads is padded with zero rows
+    rows = triton.next_power_of_2(group)
+    shapes = {"GROUP": group, "GROUP_P2": max(16 if launch.mma else 2, rows), "HEAD_DIM": d,
+              "D_P2": triton.next_power_of_2(d), "BLOCK_N": launch.block_n, "PAGE": page,
+              "PAGED": paged, "MMA": launch.mma, "UPCAST": _interpreting(),
+              "WHILE_LOOP": interpreter_needs_while_loop(),
+              "num_warps": launch.num_warps}
+    if launch.num_stages is not None:
+        shapes["num_stages"] = launch.num_stages
     if splits == 1:
         _decode_attention_kernel[(bsz, kv_heads)](
             q, k, v, out, table, lens32, scale, q.stride(0), q.stride(1), out.stride(0),
-            out.stride(1), *k_strides, *v_strides, table.stride(0), **shapes, num_warps=4)
+            out.stride(1), *k_strides, *v_strides, table.stride(0), **shapes)
         return out
     # fp32 partials, row (b * heads + head) * splits + split; every row is written
     m = torch.empty((bsz, heads, splits), dtype=torch.float32, device=q.device)
@@ -311,7 +375,7 @@ def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float |
     acc = torch.empty((bsz, heads, splits, d), dtype=torch.float32, device=q.device)
     _decode_split_kernel[(bsz, kv_heads, splits)](
         q, k, v, table, lens32, m, l_sum, acc, scale, q.stride(0), q.stride(1), *k_strides,
-        *v_strides, table.stride(0), **shapes, num_warps=4)
+        *v_strides, table.stride(0), **shapes)
     s_p2 = triton.next_power_of_2(splits)
     d_p2 = triton.next_power_of_2(d)
     _decode_combine_kernel[(bsz, heads)](
@@ -321,10 +385,12 @@ def _launch_decode(q: Any, k: Any, v: Any, table: Any, lens: Any, scale: float |
 
 
 def paged_attention_triton(q: Any, k_pool: Any, v_pool: Any, block_table: Any, seq_lens: Any,
-                           scale: float | None = None, *, num_splits: int | None = None) -> Any:
+                           scale: float | None = None, *, num_splits: int | None = None,
+                           launch: pa.DecodeLaunch | None = None) -> Any:
     """Decode attention through the block table; pools [num_blocks, block_size, KVH, D].
 
-    ``num_splits``: 1 the one-pass kernel, > 1 split-KV, None the heuristic (module doc)."""
+    ``num_splits``: 1 the one-pass kernel, > 1 split-KV, None the heuristic (module doc).
+    ``launch``: tile, tl.dot or not, warps and stages (``paged_attention.DECODE_LAUNCH``)."""
     _, bs, kvh, _ = k_pool.shape
     if bs & (bs - 1):
         raise MeasureError(f"block_size {bs}: the Triton kernel needs a power of two")
@@ -332,17 +398,18 @@ def paged_attention_triton(q: Any, k_pool: Any, v_pool: Any, block_table: Any, s
     return _launch_decode(q, k_pool, v_pool, table, seq_lens, scale,
                           (k_pool.stride(0), k_pool.stride(1), k_pool.stride(2)),
                           (v_pool.stride(0), v_pool.stride(1), v_pool.stride(2)),
-                          kvh, bs, True, table.shape[1] * bs, num_splits)
+                          kvh, bs, True, table.shape[1] * bs, num_splits, launch)
 
 
 def contiguous_attention_triton(q: Any, k_cache: Any, v_cache: Any, seq_lens: Any,
-                                scale: float | None = None, block_n: int = 16, *,
-                                num_splits: int | None = None) -> Any:
+                                scale: float | None = None, *, num_splits: int | None = None,
+                                launch: pa.DecodeLaunch | None = None) -> Any:
     """Decode attention over a padded cache [B, KVH, max_len, D], same loops as the paged one;
-    ``num_splits`` as there, in chunks of ``block_n`` tokens."""
+    ``num_splits`` and ``launch`` as there."""
     kvh = k_cache.shape[1]
     table = torch.zeros((1, 1), dtype=torch.int32, device=q.device)  # unused when not paged
+    tile = (launch or pa.DECODE_LAUNCH).block_n
     return _launch_decode(q, k_cache, v_cache, table, seq_lens, scale,
                           (k_cache.stride(0), k_cache.stride(2), k_cache.stride(1)),
                           (v_cache.stride(0), v_cache.stride(2), v_cache.stride(1)),
-                          kvh, block_n, False, k_cache.shape[2], num_splits)
+                          kvh, tile, False, k_cache.shape[2], num_splits, launch)
