@@ -117,7 +117,12 @@ START = {"flops_efficiency": 0.8, "bandwidth_efficiency": 0.85, "moe_flops_effic
          "moe_bandwidth_efficiency": 0.7, "kernel_overhead_s": 2e-6,
          "collective_latency_s": 8e-6, "step_overhead_s": 1e-3, "ttft_overhead_s": 0.03}
 # the engine's own parameters when the kernels are shared (--shared-kernels)
-OWN = ("step_overhead_s", "ttft_overhead_s")
+# what each engine fits on its own rows beside the shared kernels: its host overheads, and the
+# bandwidth its grouped expert (MoE) GEMM kernels reach, which differs between the engines'
+# MoE kernels (2026-11-30, closed loop, engine fits: TPOT 12.7% -> 11.3% in sample, 24.3% ->
+# 19.8% leaving one model out, 22.5% -> 19.2% one system out; TTFT 24.2% -> 24.1%, 74.6% ->
+# 76.7%, 75.9% -> 78.1%; SGLang 0.82 of the shared rate, vLLM 0.43, TensorRT-LLM 0.57)
+OWN = ("step_overhead_s", "ttft_overhead_s", "moe_bandwidth_efficiency")
 VARIANTS = ("closed_loop/client", "closed_loop/10", "closed_loop/run", "cluster")
 ITERS = 25  # Levenberg-Marquardt iterations per fit
 # engines share the neutral fit's kernel parameters and fit only their own overheads: held out,
@@ -375,8 +380,8 @@ def fit_engine(groups: list[Group], base: EngineParams, bench: Benchmark,
     ``prior`` (the neutral fit, for an engine: it deviates from the shared kernels only where
     its rows say so) or, without one, towards START (the physical expectation)."""
     moe = any(g.sm.model.moe for g in groups)
-    if names is None:
-        names = [k for k in FITTED if moe or not k.startswith("moe_")]
+    names = [k for k in (FITTED if names is None else names)
+             if moe or not k.startswith("moe_")]  # no MoE rows: nothing to fit them to
     x0 = _to_x({**START, **(prior or {})}, names)
     centre = x0
     n = sum(len(g.rows) for g in groups)
@@ -594,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         "Levenberg-Marquardt on log errors (TPOT + 0.5 TTFT), bounded parameters pulled "
         "towards physical expectations; "
         + ("engines share the neutral fit's kernel parameters and fit their own step and "
-           "request overheads" if SHARED else "engines held near the neutral fit")
+           "request overheads and MoE bandwidth" if SHARED else
+           "engines held near the neutral fit")
         + "; held out: leave one model out (cv_*, lomo_*) and leave one system out (loso_*)",
         str(args.out), used, choice, comparison)
     from perfscope.io import write_atomic

@@ -27,7 +27,9 @@ Documented defaults (from each engine's own configuration, not fitted):
 
 Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded). The
 kernel parameters are shared by all engines (the neutral fit: held out, sharing generalised
-better than fitting them per engine); each engine fits its own host overheads:
+better than fitting them per engine); each engine fits its own host overheads and the
+bandwidth its MoE kernels reach (``moe_bandwidth_efficiency``: the engines' grouped expert
+GEMMs differ, and fitting it per engine lowered the engines' held-out TPOT error):
 - ``flops_efficiency``, ``bandwidth_efficiency``: achieved fraction of the ceilings' compute
   and HBM roofs by the kernels; ``moe_flops_efficiency`` and ``moe_bandwidth_efficiency`` on
   top of them for the grouped expert GEMMs of fine-grained MoE models (experts narrower than
