@@ -310,9 +310,9 @@ def interpreter_needs_while_loop(version: str | None = None,
 
 
 @functools.cache
-def _sm_count(index: int | None) -> int:
-    """SMs of CUDA device ``index`` (None: the current one), asked once per device rather
-    than on every launch (a short decode launch waits for the host)."""
+def _sm_count(index: int) -> int:
+    """SMs of CUDA device ``index``, asked once per device rather than on every launch (a
+    short decode launch waits for the host)."""
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
 
@@ -322,7 +322,11 @@ def decode_num_splits(q: Any, max_len: int, block_n: int, kv_heads: int,
     ``paged_attention.decode_splits`` on this device's SM count (``ASSUMED_SM_COUNT`` off
     CUDA) and ``max_len``, the longest a sequence can be, in tiles of ``block_n`` tokens."""
     if num_splits is None:
-        sms = _sm_count(q.device.index) if q.is_cuda else ASSUMED_SM_COUNT
+        if q.is_cuda:
+            index = q.device.index
+            sms = _sm_count(torch.cuda.current_device() if index is None else index)
+        else:
+            sms = ASSUMED_SM_COUNT
         return pa.decode_splits(max(1, max_len), block_n, q.shape[0], kv_heads, sms)
     if not 1 <= num_splits <= pa.MAX_SPLITS:
         raise MeasureError(f"num_splits {num_splits}: must lie in [1, {pa.MAX_SPLITS}]")
