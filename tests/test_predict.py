@@ -68,6 +68,19 @@ def test_spec_ceiling_is_the_faster_bound():
     assert any("bound" in n for n in spec.uncertainty["notes"])
 
 
+def test_extrapolation_notes_name_what_the_calibration_did_not_see():
+    def notes(model: str, hw: str) -> list[str]:
+        return predict(load_model(model), load_hw(hw), Layout(tp=8),
+                       Workload(1024, 128, 8)).uncertainty["notes"]
+
+    assert any("llama-3.1-8b was not among the calibration models" in n
+               for n in notes("llama-3.1-8b", "h100-sxm"))
+    assert any("H100" in n and "calibration devices" in n for n in notes("llama-3.1-8b",
+                                                                       "h100-sxm"))
+    # the rows ran Qwen3-235B's FP8 checkpoint: the bf16 one is the same model
+    assert not any("calibration" in n for n in notes("qwen3-235b-a22b", "h200-sxm"))
+
+
 def test_engines_differ_and_are_documented():
     tab = load_engines()
     assert {"neutral", "trtllm", "vllm", "sglang"} <= set(tab.engines)
