@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -116,6 +117,18 @@ def run_case(batch: int, ctx: int, sms: int, quick: bool, progress: Any,
             "best": best, "default": default, "old": old}
 
 
+def parse_cases(text: str) -> tuple[tuple[int, int], ...]:
+    """``"1x4096,128x8192"`` -> ((1, 4096), (128, 8192)); ValueError naming a bad item."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"{item!r} is not BATCHxCONTEXT with positive integers "
+                             "(e.g. 32x8192)")
+        out.append((int(parts[0]), int(parts[1])))
+    return tuple(out)
+
+
 def warm_gpu(torch: Any, seconds: float = 2.0) -> None:
     """Matrix products for ``seconds``, so the first cases do not run at idle clocks (in an
     earlier sweep the first few short cases of a process timed up to 2x slower)."""
@@ -146,18 +159,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="lengths uniform in [context / 32, context], the longest = context")
     p.add_argument("--device", default="cuda", help="cuda; cpu only under TRITON_INTERPRET=1")
     a = p.parse_args(argv)
-    import os
-
-    import torch
-
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("error: this sweep needs a CUDA GPU (or --device cpu under TRITON_INTERPRET=1)",
-              file=sys.stderr)
-        return 2
-    if a.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        print("error: --device cpu runs Triton's interpreter: set TRITON_INTERPRET=1",
-              file=sys.stderr)
-        return 2
     if a.launches:
         keep = a.launches.split(",")
         unknown = [n for n in keep if n not in LAUNCHES]
@@ -168,8 +169,25 @@ def main(argv: list[str] | None = None) -> int:
         for name in list(LAUNCHES):
             if name not in keep and name not in (OLD, _default_name()):
                 del LAUNCHES[name]
-    cases = (tuple(tuple(int(x) for x in c.split("x")) for c in a.cases.split(","))
-             if a.cases else (QUICK_CASES if a.quick else CASES))
+    if a.json and not os.path.isdir(os.path.dirname(os.path.abspath(a.json))):
+        print(f"error: --json {a.json}: its folder does not exist; create it first or choose "
+              "another path (checked before the sweep, so no timing is lost)", file=sys.stderr)
+        return 2
+    try:
+        cases = parse_cases(a.cases) if a.cases else (QUICK_CASES if a.quick else CASES)
+    except ValueError as e:
+        print(f"error: --cases {a.cases!r}: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: this sweep needs a CUDA GPU (or --device cpu under TRITON_INTERPRET=1)",
+              file=sys.stderr)
+        return 2
+    if a.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        print("error: --device cpu runs Triton's interpreter: set TRITON_INTERPRET=1",
+              file=sys.stderr)
+        return 2
     if a.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         name, sms = props.name, props.multi_processor_count
@@ -220,8 +238,14 @@ def main(argv: list[str] | None = None) -> int:
                               "max_splits": pa.MAX_SPLITS},
                "duration_s": time.perf_counter() - t0,
                "cases": out}
-        with open(a.json, "w") as f:
-            json.dump(doc, f, indent=1)
+        from perfscope.errors import InputError
+        from perfscope.io import write_atomic
+
+        try:
+            write_atomic(a.json, json.dumps(doc, indent=1), what="--json")  # never half-written
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 1 if failed else 0
 
 
