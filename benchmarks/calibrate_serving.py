@@ -120,7 +120,7 @@ START = {"flops_efficiency": 0.8, "bandwidth_efficiency": 0.85, "moe_flops_effic
 # what each engine fits on its own rows beside the shared kernels: its host overheads, and the
 # bandwidth its grouped expert (MoE) GEMM kernels reach, which differs between the engines'
 # MoE kernels (2026-11-30, closed loop, engine fits: TPOT 12.7% -> 11.3% in sample, 24.3% ->
-# 19.8% leaving one model out, 22.5% -> 19.2% one system out; TTFT 24.2% -> 24.1%, 74.6% ->
+# 19.9% leaving one model out, 22.5% -> 19.2% one system out; TTFT 24.2% -> 24.1%, 74.6% ->
 # 76.7%, 75.9% -> 78.1%; SGLang 0.82 of the shared rate, vLLM 0.43, TensorRT-LLM 0.57)
 OWN = ("step_overhead_s", "ttft_overhead_s", "moe_bandwidth_efficiency")
 VARIANTS = ("closed_loop/client", "closed_loop/10", "closed_loop/run", "cluster")
