@@ -4,7 +4,6 @@ step through the KV cache), and its rows put the measurement beside perfscope's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from perfscope.specs.model import load_model  # noqa: E402
+from tests.scripts import load_script  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decode_step.py"
 CFG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
@@ -27,10 +27,7 @@ CFG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_siz
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_decode_step", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_decode_step")
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,14 @@ refusals (each before any timing, with one line and exit status 2)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_decode_attention.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def tune():
-    spec = importlib.util.spec_from_file_location("tune_decode_attention", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tune_decode_attention")
 
 
 def test_cases_parse_and_bad_ones_name_the_item(tune):
