@@ -135,6 +135,18 @@ def test_model_that_fits_nowhere_answers_what_is_closest():
     assert "fits nowhere" in r.message and "GPUs" in r.message
     rec = r.recommendations[0]
     assert rec.rule == "fit.weights" and rec.evidence["gpus_needed"] > 2
+    # bf16 was the only format allowed: smaller ones are worth naming
+    assert "--weight-dtypes int8,int4" in r.message
+
+
+def test_fits_nowhere_even_at_4_bit_suggests_no_smaller_format():
+    """405B at int4 is about 203 GB (405e9 x 0.5 B) of GEMM weights alone, more than one 80 GB
+    GPU holds; int4 is the smallest format there is, so only more GPUs are suggested."""
+    r = recommend(RecommendRequest(load_model("llama-3.1-405b"), load_hw("a100-sxm-80gb"),
+                                   gpus=1, isl=1024, osl=256, weight_dtypes=("int4",)))
+    assert r.status == "no_fit"
+    assert "W4A16" in r.message and "lower-bit" not in r.message
+    assert r.recommendations[0].evidence["weights_per_gpu_bytes"] > 405e9 * 0.5
 
 
 def test_fp8_on_a100_runs_weight_only_and_says_why():

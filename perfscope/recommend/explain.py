@@ -20,7 +20,7 @@ from perfscope.recommend.answers import _eval_of
 from perfscope.recommend.types import Candidate, Recommendation
 from perfscope.roofline import roofline
 from perfscope.serving.fitting import layout_scenario
-from perfscope.units import fmt_bytes, fmt_time
+from perfscope.units import DTYPE_BITS, fmt_bytes, fmt_time
 
 if TYPE_CHECKING:
     from perfscope.recommend.search import Evaluated, Search
@@ -291,8 +291,11 @@ def explain_failure(search: Search, status: str,
             msg = (f"{req.model.name} fits nowhere on {req.gpus} x {req.hw.display_name}: "
                    f"the smallest weight footprint allowed is {fmt_bytes(w)} per GPU "
                    f"(TP{st.tp} PP{st.pp} {st.scheme.label}) against {fmt_bytes(usable)} "
-                   f"usable; it needs about {need} GPUs, or lower-bit weights "
-                   "(--weight-dtypes int8,int4)")
+                   f"usable; it needs about {need} GPUs")
+            bits = DTYPE_BITS.get(st.scheme.weight_dtype, 16)
+            if bits > 4:  # a smaller format than the smallest allowed one exists
+                msg += (", or lower-bit weights (--weight-dtypes "
+                        f"{'int8,int4' if bits > 8 else 'int4'})")
             for why in sorted(search.dropped):
                 if "Hopper" in why or "dtype" in why:
                     msg += f"; {why}"
