@@ -85,3 +85,35 @@ def test_wrapper_text_config_takes_class_defaults():
     assert (m.n_layers, m.hidden, m.intermediate, m.n_heads, m.n_kv_heads) == \
         (32, 4096, 11008, 32, 32)
     assert m.text_of == "llava" and "language model of llava" in repr(m)
+
+
+# ---- names users type: Hugging Face hub ids of the built-in configs ----------------------
+
+@pytest.mark.parametrize(("hub_id", "builtin"), [
+    ("Qwen/Qwen3-32B", "qwen3-32b"),
+    ("qwen/qwen3-32b", "qwen3-32b"),  # hub ids are matched without regard to case
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),  # same architecture as the base
+    ("google/gemma-2-9b-it", "gemma-2-9b"),
+    ("Qwen/Qwen3-235B-A22B-FP8", "qwen3-235b-a22b-fp8"),  # exact id beats the base model's
+])
+def test_a_hub_id_names_its_built_in_config(hub_id, builtin):
+    m = load_model(hub_id)
+    assert m.name == builtin
+    assert m.params == load_model(builtin).params
+
+
+def test_an_unknown_hub_id_is_refused_as_a_missing_file_naming_both_ways():
+    from perfscope.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"'foo/bar': file does not exist.*hub id"):
+        load_model("foo/bar")
+
+
+def test_qwen3_32b_widths_are_its_published_shape():
+    """Qwen3-32B (hub config): 64 layers, hidden 5120, 64 query heads and 8 KV heads of 128,
+    MLP 25600, vocab 151936, untied. Parameters by hand: per layer q 5120x8192, k and v
+    5120x1024 each, o 8192x5120, MLP 3 x 5120 x 25600, norms 2 x 5120 + q/k norms 2 x 128;
+    plus embeddings and LM head 2 x 151936 x 5120 and the final norm."""
+    h, q, kv, f, v, n = 5120, 64 * 128, 8 * 128, 25600, 151936, 64
+    layer = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h + 2 * 128
+    assert load_model("qwen3-32b").params == n * layer + 2 * v * h + h == 32_762_123_264

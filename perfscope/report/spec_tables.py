@@ -187,7 +187,9 @@ def models_list_renderables(models: list[Any], width: int) -> list[Any]:
                      if m.sliding_window else "-"])
     return [fit_table(cols, rows, width),
             *lines(wrap_fields(["params in billions", "experts: active/total",
-                                "KV/token: cache bytes per token, all layers, 16-bit"],
+                                "KV/token: cache bytes per token, all layers, 16-bit",
+                                "--model takes a name, its Hugging Face hub id "
+                                "(offline; instruct variants too) or a config.json path"],
                                width, sep="; "))]
 
 

@@ -40,8 +40,38 @@ def model_files() -> list[Path]:
     return [p for d in model_dirs() for p in sorted(d.glob("*.json"))]
 
 
+# hub id suffixes of fine-tuned variants with the base model's architecture
+_VARIANT_SUFFIXES = ("-instruct", "-it", "-chat")
+
+
+def _hub_key(hub_id: str) -> str:
+    key = hub_id.strip().lower()
+    for suffix in _VARIANT_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+def _by_hub_id(name: str) -> Path | None:
+    """The built-in config whose ``_name_or_path`` is the Hugging Face hub id ``name``
+    (``Qwen/Qwen3-32B``), or, for an instruct / chat variant, its base model's."""
+    if name.count("/") != 1 or name.startswith((".", "/")) or name.endswith(".json"):
+        return None
+    exact, base = name.strip().lower(), _hub_key(name)
+    matches = []
+    for f in model_files():
+        hub = str(read_config(f).get("_name_or_path", ""))
+        if hub.lower() == exact:
+            return f
+        if hub and _hub_key(hub) == base:
+            matches.append(f)
+    return matches[0] if len(matches) == 1 else None
+
+
 def load_model(name: str) -> ModelSpec:
-    """A built-in model by name (``llama-3.1-8b``), or a path to a config.json."""
+    """A built-in model by name (``llama-3.1-8b``) or Hugging Face hub id
+    (``meta-llama/Llama-3.1-8B``, offline: the built-in copy of its config), or a path to a
+    config.json (a file or a folder holding one)."""
     p = Path(name)
     if name.endswith(".json") or p.is_dir() or "/" in name:
         if p.is_dir():
@@ -50,8 +80,12 @@ def load_model(name: str) -> ModelSpec:
                                     "config.json of a Hugging Face model (--model)")
             p = p / "config.json"
         if not p.is_file():
+            found = _by_hub_id(name)
+            if found is not None:
+                return model_from_config(read_config(found), found.stem, str(found))
             raise NotFoundError(f"model {name!r}: file does not exist; check the path or use "
-                                "a built-in name (perfscope models list) (--model)")
+                                "a built-in name or its hub id (perfscope models list) "
+                                "(--model)")
         stem = p.parent.name if p.name == "config.json" else p.stem
         return model_from_config(read_config(p), stem, str(p))
     key = name.lower().replace("_", "-")
