@@ -225,7 +225,8 @@ def comm_figure(results: Iterable[Mapping[str, Any]], ceilings: Mapping[str, flo
     ax.set_ylabel("bus bandwidth")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.2)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no measured ops: no legend (matplotlib warns)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
