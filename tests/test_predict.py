@@ -87,6 +87,10 @@ def test_engines_differ_and_are_documented():
     assert tab.fit_date and tab.source
     assert get_engine("TensorRT-LLM").name == "trtllm"
     assert not get_engine("sglang").mixed_batches and get_engine("vllm").chunked_prefill
+    # vLLM's MoE decode streams every expert (observed on the calibration's rows), no other
+    assert get_engine("vllm").moe_streams_all_experts == ("fp8",)
+    assert not any(get_engine(e).moe_streams_all_experts for e in ("neutral", "trtllm",
+                                                                      "sglang"))
     with pytest.raises(InputError, match="use one of"):
         get_engine("tgi")
 

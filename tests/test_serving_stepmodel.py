@@ -192,6 +192,32 @@ def test_efficiency_scales_the_roofs():
     assert fixed == pytest.approx(base + n * 3e-6, rel=1e-9)
 
 
+def test_an_engine_streaming_every_expert_reads_all_expert_weights_at_any_batch():
+    """Qwen3-30B-A3B bf16 on one H100, spec roofline: 48 MoE layers of 128 experts, each
+    expert gate_up 2 x 768 x 2048 and down 2048 x 768 weights at 2 bytes. Streaming every
+    expert reads 48 x 128 x 3 x 768 x 2048 x 2 = 57.98 GB per step at 3.35 TB/s (17.3 ms),
+    at batch 1 and at batch 16 alike; touching only the routed experts reads 8 of 128 at
+    batch 1 (top-8 of one token)."""
+    m, hw = load_model("qwen3-30b-a3b"), load_hw("h100-sxm")
+    sm = fit_step_model(m, hw, Scenario(ceiling="spec"))
+    weights = 48 * 128 * 3 * 768 * 2048 * 2
+    every = Efficiency(moe_all_experts=("bf16",))
+
+    def experts_s(batch, eff):
+        return float(sm.breakdown(sm.decode, sm.decode_features(batch, 1000), eff)
+                     ["experts.memory"])
+
+    for batch in (1, 16):  # + the tokens' activations, under 0.1% here
+        assert experts_s(batch, every) == pytest.approx(weights / 3.35e12, rel=2e-3)
+    assert experts_s(1, Efficiency()) == pytest.approx(weights / 16 / 3.35e12, rel=2e-3)
+    # the flag moves only the expert weights: the rest of the step is the same
+    rest = float(sm.decode_time(16, 1000, every)) - experts_s(16, every)
+    assert rest == pytest.approx(float(sm.decode_time(16, 1000)) - experts_s(16, Efficiency()),
+                                 rel=1e-9)
+    # an engine that streams every expert only for fp8 weights touches the routed ones here
+    assert experts_s(1, Efficiency(moe_all_experts=("fp8",))) == experts_s(1, Efficiency())
+
+
 def test_breakdown_parts_sum_to_the_step(case):
     """The residual report's breakdown splits a step without losing or double counting."""
     sm = case[3]

@@ -24,6 +24,14 @@ Documented defaults (from each engine's own configuration, not fitted):
   tokens reach that fraction of ``max_num_tokens``, so prompts prefill together
   (perfscope/serving/simulate.py prices the wait). Off in every engine's defaults; the
   calibration sets it where the benchmark's server configuration did.
+- ``moe_streams_all_experts``: the weight dtypes for which the engine's MoE kernels read the
+  weights of every expert on the GPU each step, not only of the experts the step's tokens
+  route to. Observed, not documented: vLLM 0.12's Qwen3-235B-A22B-FP8 rows of the calibration
+  (fp8 block-scaled experts) keep their TPOT flat while the concurrency, and with it the
+  experts touched, triples (52-58 ms on 2 GPUs from 4 to 20 requests, 34-38 ms on 4 GPUs from
+  14 to 48), where SGLang's rows of the same model on the same GPUs are 15-21 ms; streaming
+  every expert makes the three engines' fitted MoE bandwidths agree
+  (benchmarks/calibrate_serving.py). Only fp8 is listed: no row shows it for other formats.
 
 Calibrated (``benchmarks/calibrate_serving.py``; physically meaningful, each bounded). The
 kernel parameters are shared by all engines (the neutral fit: held out, sharing generalised
@@ -89,6 +97,8 @@ class EngineParams:
     kv_admission: str  # full | current
     batch_wait_iters: int = 0  # TensorRT-LLM batch_wait_timeout_iters (0: off)
     batch_wait_tokens_ratio: float = 0.0  # TensorRT-LLM batch_wait_max_tokens_ratio
+    # weight dtypes whose MoE kernels read every local expert each step (see above)
+    moe_streams_all_experts: tuple[str, ...] = ()
     flops_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
     moe_flops_efficiency: float = 1.0
@@ -224,7 +234,8 @@ def load_engines(path: str | None = None) -> EngineTable:
             memory_fraction=e.num("memory_fraction"), memory_policy=policy,
             kv_admission=admission,
             batch_wait_iters=int(e.num("batch_wait_iters", 0, positive=False)),
-            batch_wait_tokens_ratio=e.num("batch_wait_tokens_ratio", 0.0, positive=False))
+            batch_wait_tokens_ratio=e.num("batch_wait_tokens_ratio", 0.0, positive=False),
+            moe_streams_all_experts=_dtypes(e, name, "moe_streams_all_experts", str(p)))
         if kw["batch_wait_iters"] < 0:
             raise SpecError(str(p), f"engines.{name}.batch_wait_iters",
                             f"{kw['batch_wait_iters']} is negative", "use 0 (off) or more")
@@ -256,6 +267,18 @@ def load_engines(path: str | None = None) -> EngineTable:
                         "the neutral default engine must be defined")
     return EngineTable(MappingProxyType(engines), bench, date, source, method, str(p), rows,
                        choice, MappingProxyType(comparison))
+
+
+def _dtypes(e: Fields, engine: str, key: str, file: str) -> tuple[str, ...]:
+    """A list of weight dtype names (``["fp8"]``), checked."""
+    from perfscope.units import WEIGHT_DTYPES
+
+    names = e.get(key, list, [])
+    for d in names:
+        if d not in WEIGHT_DTYPES:
+            raise SpecError(file, f"engines.{engine}.{key}", f"unknown weight dtype {d!r}",
+                            f"use some of {', '.join(WEIGHT_DTYPES)}")
+    return tuple(names)
 
 
 def get_engine(name: str | None, table: EngineTable | None = None) -> EngineParams:
@@ -308,6 +331,9 @@ def to_toml(table: EngineTable) -> str:
         if e.batch_wait_iters or e.batch_wait_tokens_ratio:
             out += [f"batch_wait_iters = {e.batch_wait_iters}",
                     f"batch_wait_tokens_ratio = {e.batch_wait_tokens_ratio}"]
+        if e.moe_streams_all_experts:
+            out.append("moe_streams_all_experts = [" +
+                       ", ".join(f'"{d}"' for d in e.moe_streams_all_experts) + "]")
         out += ["", f"[engines.{e.name}.fitted]"]
         for k in FITTED:
             v = getattr(e, k)

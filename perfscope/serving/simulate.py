@@ -106,10 +106,12 @@ def efficiency(eng: EngineParams, ceiling: str) -> Efficiency:
     empirical ceilings, so the spec (datasheet) roofline keeps them at 1; the engine's fixed
     costs apply either way."""
     if ceiling == "spec":
-        return Efficiency(1.0, 1.0, 1.0, eng.kernel_overhead_s, eng.collective_latency_s)
+        return Efficiency(1.0, 1.0, 1.0, eng.kernel_overhead_s, eng.collective_latency_s,
+                          moe_all_experts=eng.moe_streams_all_experts)
     return Efficiency(eng.flops_efficiency, eng.bandwidth_efficiency,
                       eng.moe_bandwidth_efficiency, eng.kernel_overhead_s,
-                      eng.collective_latency_s, eng.moe_flops_efficiency)
+                      eng.collective_latency_s, eng.moe_flops_efficiency,
+                      eng.moe_streams_all_experts)
 
 
 def serve(sm: StepModel, eng: EngineParams, concurrency: Any, isl: Any, osl: Any, *,

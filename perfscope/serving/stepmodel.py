@@ -60,6 +60,9 @@ class Efficiency(NamedTuple):
     kernel_overhead_s: float | None = None
     collective_latency_s: float | None = None
     moe_flops: float = 1.0  # grouped-GEMM expert kernels, on top of ``flops``
+    # weight dtypes whose expert kernels stream every expert of the rank each step, touched or
+    # not (EngineParams.moe_streams_all_experts): the expert-weight feature is the rank's count
+    moe_all_experts: tuple[str, ...] = ()
 
 
 IDEAL = Efficiency()
@@ -160,7 +163,7 @@ class StepModel:
         if pm.stacked is None:
             pm = stack(pm)
         assert pm.stacked is not None
-        q = phi @ pm.stacked
+        q = self._engine_features(phi, eff) @ pm.stacked
         flops, nbytes, kv = q[..., :n], q[..., n:2 * n], q[..., 2 * n:3 * n]
         if isinstance(scale, np.ndarray):
             nbytes = nbytes + scale[..., None] * kv
@@ -179,6 +182,18 @@ class StepModel:
             for i, same in pm.comm_groups:  # ops with one table and one message: once
                 t[..., same] = comm_time(pm, i, msg[..., i], eff)[..., None]
         return t
+
+    def _engine_features(self, phi: np.ndarray, eff: Efficiency) -> np.ndarray:
+        """``phi`` as the engine's kernels see it: where ``eff.moe_all_experts`` names this
+        configuration's weight dtype, every expert of the busiest EP rank is streamed, whatever
+        the tokens touch (the weights and their dequantization scale with the ``experts``
+        column; FLOPs follow the assignments)."""
+        moe = self.fs.moe
+        if moe is None or self.weight_dtype.split("-")[0] not in eff.moe_all_experts:
+            return phi
+        out = np.array(phi, dtype=float, copy=True)
+        out[..., self.fs.index["experts"]] = moe.n_experts / moe.ep
+        return out
 
     def time(self, pm: PhaseModel, phi: np.ndarray, eff: Efficiency = IDEAL,
              kv_bits: Any = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -210,7 +225,7 @@ class StepModel:
         if pm.stacked is None:
             pm = stack(pm)
         assert pm.stacked is not None
-        q = phi @ pm.stacked
+        q = self._engine_features(phi, eff) @ pm.stacked
         scale = self.kv_scale(kv_bits)
         flops = q[..., :n]
         nbytes = q[..., n:2 * n] + np.asarray(scale)[..., None] * q[..., 2 * n:3 * n] \
