@@ -24,4 +24,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'perfscope.serving' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f"perfscope.serving.{mod}"), name)
+    module = importlib.import_module(f"perfscope.serving.{mod}")
+    # bind every public name of that module here: importing the submodule ``predict`` sets
+    # the package attribute ``predict`` to the module, which would then shadow the function
+    # for the next name of ``from perfscope.serving import Layout, Workload, predict``
+    for public, where in _WHERE.items():
+        if where == mod:
+            globals()[public] = getattr(module, public)
+    return globals()[name]
