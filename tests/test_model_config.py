@@ -95,6 +95,7 @@ def test_wrapper_text_config_takes_class_defaults():
     ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),  # same architecture as the base
     ("google/gemma-2-9b-it", "gemma-2-9b"),
     ("Qwen/Qwen3-235B-A22B-FP8", "qwen3-235b-a22b-fp8"),  # exact id beats the base model's
+    ("deepseek-ai/DeepSeek-R1", "deepseek-v3"),  # documented as the same architecture
 ])
 def test_a_hub_id_names_its_built_in_config(hub_id, builtin):
     m = load_model(hub_id)

@@ -60,12 +60,16 @@ def _by_hub_id(name: str) -> Path | None:
     exact, base = name.strip().lower(), _hub_key(name)
     matches = []
     for f in model_files():
-        hub = str(read_config(f).get("_name_or_path", ""))
-        if hub.lower() == exact:
-            return f
-        if hub and _hub_key(hub) == base:
-            matches.append(f)
-    return matches[0] if len(matches) == 1 else None
+        cfg = read_config(f)
+        # the config's own hub id, then those of checkpoints it documents as the same
+        # architecture (DeepSeek-R1 for DeepSeek-V3), with the source beside them
+        for hub in (str(cfg.get("_name_or_path", "")),
+                    *map(str, cfg.get("_perfscope_same_architecture", []))):
+            if hub.lower() == exact:
+                return f
+            if hub and _hub_key(hub) == base:
+                matches.append(f)
+    return matches[0] if len(set(matches)) == 1 else None
 
 
 def load_model(name: str) -> ModelSpec:
