@@ -146,6 +146,11 @@ class StepModel:
     _subsets: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
                                        compare=False)
 
+    @property
+    def weight_base(self) -> str:
+        """The weights' element dtype without its scale layout (``fp8`` of ``fp8-b128x128``)."""
+        return self.weight_dtype.split("-")[0]
+
     # ---- time -----------------------------------------------------------------------------
     def kv_scale(self, kv_bits: Any) -> np.ndarray | float:
         """KV bytes at ``kv_bits`` over those fitted (an array broadcasts over the grid)."""
@@ -189,7 +194,7 @@ class StepModel:
         the tokens touch (the weights and their dequantization scale with the ``experts``
         column; FLOPs follow the assignments)."""
         moe = self.fs.moe
-        if moe is None or self.weight_dtype.split("-")[0] not in eff.moe_all_experts:
+        if moe is None or self.weight_base not in eff.moe_all_experts:
             return phi
         out = np.array(phi, dtype=float, copy=True)
         out[..., self.fs.index["experts"]] = moe.n_experts / moe.ep
