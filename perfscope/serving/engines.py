@@ -28,8 +28,8 @@ Documented defaults (from each engine's own configuration, not fitted):
   weights of every expert on the GPU each step, not only of the experts the step's tokens
   route to. Observed, not documented: vLLM 0.12's Qwen3-235B-A22B-FP8 rows of the calibration
   (fp8 block-scaled experts) keep their TPOT flat while the concurrency, and with it the
-  experts touched, triples (52-58 ms on 2 GPUs from 4 to 20 requests, 34-38 ms on 4 GPUs from
-  14 to 48), where SGLang's rows of the same model on the same GPUs are 15-21 ms; streaming
+  experts touched, triples (51-59 ms on 2 GPUs from 4 to 20 requests, 34-38 ms on 4 GPUs from
+  14 to 48), where SGLang's rows of the same model on the same GPUs are 15-29 ms; streaming
   every expert makes the three engines' fitted MoE bandwidths agree
   (benchmarks/calibrate_serving.py). Only fp8 is listed: no row shows it for other formats.
 
