@@ -40,6 +40,9 @@ def test_contract_fields_and_their_meaning():
     u = d["uncertainty"]
     assert u["engine"] == "vllm" and 0 < u["tpot_mape"] < 1
     assert u["tpot_s_range"][0] < d["tpot_s"] < u["tpot_s_range"][1]
+    # the band is the prediction divided and multiplied by (1 + the engine's error)
+    assert u["tpot_s_range"][0] * (1 + u["tpot_mape"]) == pytest.approx(d["tpot_s"])
+    assert u["ttft_s_range"][1] == pytest.approx(d["ttft_s"] * (1 + u["ttft_mape"]))
     assert any("H100" in n for n in u["notes"])  # outside the calibration devices
     json.dumps(d, allow_nan=False)
 
@@ -242,3 +245,13 @@ def test_vllm_fp8_moe_streams_every_expert_and_says_so():
     assert v16 / v2 < 1.15 < s16 / s2
     assert any("streams every expert" in n for n in notes)
     assert not any("streams every expert" in n for n in other)
+
+
+def test_uncertainty_band_stays_positive_where_the_error_exceeds_100_percent():
+    """TensorRT-LLM's held-out TTFT error is above 100% (engines.toml): a band of
+    prediction x (1 -+ error) would start below zero."""
+    p = predict(load_model("llama-3.1-8b"), load_hw("h100-sxm"), Layout(),
+                Workload(1024, 256, 1), engine="trtllm")
+    u = p.uncertainty
+    assert u["ttft_mape"] > 1
+    assert 0 < u["ttft_s_range"][0] < p.ttft_s < u["ttft_s_range"][1]

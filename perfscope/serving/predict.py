@@ -285,8 +285,10 @@ def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: Hardw
         "fit_tpot_mape": err.get("tpot_mape"), "fit_ttft_mape": err.get("ttft_mape"),
         "calibration_rows": int(err.get("rows", 0)), "notes": notes}
     if tp is not None and tt is not None:
-        out["tpot_s_range"] = [v["tpot_s"] * (1 - tp), v["tpot_s"] * (1 + tp)]
-        out["ttft_s_range"] = [v["ttft_s"] * (1 - tt), v["ttft_s"] * (1 + tt)]
+        # a factor of (1 + error) either way: never below zero, even where the held-out
+        # error exceeds 100% (TensorRT-LLM's TTFT leaving one model out)
+        out["tpot_s_range"] = [v["tpot_s"] / (1 + tp), v["tpot_s"] * (1 + tp)]
+        out["ttft_s_range"] = [v["ttft_s"] / (1 + tt), v["ttft_s"] * (1 + tt)]
     return out
 
 
