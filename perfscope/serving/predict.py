@@ -243,7 +243,9 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
         decode_step_s=v["decode_step_s"], prefill_s=v["prefill_s"], running=int(v["running"]),
         max_concurrency=int(v["max_running"]) * layout.dp,
         weights_per_gpu_bytes=sm.weights_bytes, kv_bytes_per_seq=v["kv_bytes_per_seq"],
-        uncertainty=uncertainty(eng, tab, model, hw, ceiling, v, cal_info, sm.weight_base),
+        uncertainty=uncertainty(eng, tab, model, hw, ceiling, v, cal_info,
+                                sm.weight_base if sm.streams_all_experts(
+                                    eng.moe_streams_all_experts) else None),
         decode_ops=op_table(sm, "decode", int(v["running"]),
                             workload.isl + workload.osl / 2 - 1, eff),
         prefill_ops=op_table(sm, "fill", 1, workload.isl, eff),
@@ -253,7 +255,8 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
 
 def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: HardwareSpec,
                 ceiling: str, v: dict[str, float],
-                cal: dict[str, Any] | None = None, weight_base: str = "") -> dict[str, Any]:
+                cal: dict[str, Any] | None = None,
+                streamed: str | None = None) -> dict[str, Any]:
     """How far to trust the numbers: the calibration's error for this engine (held-out
     cross-validation where there is one), as a band, and what extrapolates."""
     err = dict(eng.error)
@@ -273,8 +276,8 @@ def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: Hardw
         notes.append(f"{hw.display_name} was not among the calibration devices")
     if not v["fits"]:
         notes.append("does not fit: times assume one sequence and ignore memory")
-    if model.moe is not None and weight_base in eng.moe_streams_all_experts:
-        notes.append(f"{eng.display_name}: {weight_base} MoE decode streams every expert of "
+    if streamed is not None:  # the weight dtype whose experts the engine streams whole
+        notes.append(f"{eng.display_name}: {streamed} MoE decode streams every expert of "
                      "the GPU each step (observed in the calibration rows), whatever the "
                      "tokens route to")
     out: dict[str, Any] = {

@@ -151,6 +151,11 @@ class StepModel:
         """The weights' element dtype without its scale layout (``fp8`` of ``fp8-b128x128``)."""
         return self.weight_dtype.split("-")[0]
 
+    def streams_all_experts(self, dtypes: tuple[str, ...]) -> bool:
+        """Whether an engine whose MoE kernels stream every expert for ``dtypes``
+        (EngineParams.moe_streams_all_experts) does so for this configuration."""
+        return self.fs.moe is not None and self.weight_base in dtypes
+
     # ---- time -----------------------------------------------------------------------------
     def kv_scale(self, kv_bits: Any) -> np.ndarray | float:
         """KV bytes at ``kv_bits`` over those fitted (an array broadcasts over the grid)."""
@@ -194,7 +199,7 @@ class StepModel:
         the tokens touch (the weights and their dequantization scale with the ``experts``
         column; FLOPs follow the assignments)."""
         moe = self.fs.moe
-        if moe is None or self.weight_base not in eff.moe_all_experts:
+        if moe is None or not self.streams_all_experts(eff.moe_all_experts):
             return phi
         out = np.array(phi, dtype=float, copy=True)
         out[..., self.fs.index["experts"]] = moe.n_experts / moe.ep
