@@ -55,6 +55,37 @@ def test_ttft_includes_queueing_and_grows_with_concurrency():
     assert one.ttft_burst_s > one.ttft_s  # the whole burst queued is the worst case
 
 
+@pytest.mark.parametrize("num_prompts", [16, 16 * 7, 1000])
+def test_num_prompts_sets_how_much_of_the_run_is_the_first_wave(num_prompts):
+    # a closed loop of c = 16 clients and N prompts: each client sends R = N / 16 requests, the
+    # first of them in the queued burst, the other R - 1 staggered, so the run's mean TTFT is
+    # (burst + (R - 1) x later) / R (no request waits for a KV slot at this concurrency)
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    p = predict(m, hw, Layout(), Workload(1000, 200, 16, num_prompts=num_prompts))
+    assert p.queue_s == 0.0 and p.ttft_burst_s > 2 * p.ttft_steady_s
+    R = num_prompts / 16
+    assert p.ttft_s == pytest.approx((p.ttft_burst_s + (R - 1) * p.ttft_steady_s) / R)
+    b = p.to_json()["benchmark"]
+    assert b["source"] == "num_prompts" and b["total_requests"] == num_prompts
+    assert p.to_json()["config"]["num_prompts"] == num_prompts
+    # unset, the calibration's convention applies (engines.toml [fit.benchmark])
+    plain = predict(m, hw, Layout(), Workload(1000, 200, 16)).to_json()["benchmark"]
+    assert plain["source"] == "calibration" and plain["num_prompts"] is None
+
+
+def test_num_prompts_over_replicas_and_its_errors():
+    m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
+    # two replicas share the run: 8 clients and 50 prompts each, as one replica of that size
+    two = predict(m, hw, Layout(dp=2), Workload(1000, 200, 16, num_prompts=100))
+    one = predict(m, hw, Layout(), Workload(1000, 200, 8, num_prompts=50))
+    assert two.ttft_s == pytest.approx(one.ttft_s)
+    for w, match in ((Workload(1000, 200, 16, num_prompts=8), "below --concurrency 16"),
+                     (Workload(1000, 200, 1, rate=2.0, num_prompts=8), "--rate"),
+                     (Workload(1000, 200, 1, num_prompts=0), "--num-prompts 0")):
+        with pytest.raises(InputError, match=match):
+            predict(m, hw, Layout(), w)
+
+
 def test_replicas_split_the_traffic():
     m, hw = load_model("llama-3.1-8b"), load_hw("h100-sxm")
     a = predict(m, hw, Layout(dp=2), Workload(1024, 256, 16))
@@ -200,6 +231,21 @@ def test_cli_rate_in_every_format(tmp_path):
     r = run("predict", *ARGS, "--rate", "2")  # ARGS carries --concurrency
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert "--rate and --concurrency" in r.stderr
+
+
+def test_cli_num_prompts_in_every_format():
+    for fmt in ("table", "json", "csv"):
+        r = run("predict", *ARGS, "--num-prompts", "160", "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "table":
+            assert "160 prompts in the run, 10 per client" in r.stdout
+            assert "(--num-prompts)" in r.stdout
+            assert max(len(line) for line in r.stdout.splitlines()) <= 80
+        elif fmt == "json":
+            assert json.loads(r.stdout)["config"]["num_prompts"] == 160
+    r = run("predict", *ARGS, "--num-prompts", "4")  # ARGS carries --concurrency 16
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--num-prompts 4" in r.stderr
 
 
 def test_moe_efficiencies_apply_to_fine_grained_experts_only():

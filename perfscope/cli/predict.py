@@ -66,6 +66,10 @@ def predict_cmd(
         help="Instead of --concurrency: requests per second over all replicas, arriving at "
              "random (Poisson; an open loop). The concurrency is what the rate sustains.")
     ] = None,
+    num_prompts: Annotated[int | None, typer.Option(
+        help="Requests in the whole closed-loop run, as the benchmark's --num-prompts: the "
+             "first wave queues, later requests arrive staggered (default: the calibration's "
+             "convention, 10 per client).")] = None,
     weight_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8 int4")] = None,
     act_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="bf16 fp16 fp8 int8")] = None,
@@ -98,7 +102,8 @@ def predict_cmd(
     m = load_model(model)
     isl, osl = serving_lengths(m, isl, osl, "predict")
     p = predict(m, load_hw(hw), Layout(tp, pp, ep, dp, attn_dp, moe_comm),
-                Workload(isl, osl, 1 if concurrency is None else concurrency, rate), engine=engine,
+                Workload(isl, osl, 1 if concurrency is None else concurrency, rate,
+                         num_prompts), engine=engine,
                 weight_dtype=weight_dtype, act_dtype=act_dtype, kv_dtype=kv_dtype,
                 group_size=group_size,
                 ceiling=ceiling, calibration=cal,
@@ -175,8 +180,9 @@ def render_table(d: dict[str, Any]) -> str:
                                   "queued)")
         t.add_row("  later ones", f"{fmt_time(d['ttft_steady_s'])} (staggered: the step in "
                                   "flight, then the prefill)")
-        t.add_row("  arrivals", f"{d['benchmark']['description']} (the calibration's "
-                                "benchmark)")
+        whose = "--num-prompts" if d["benchmark"].get("source") == "num_prompts" else \
+            "the calibration's benchmark"
+        t.add_row("  arrivals", f"{d['benchmark']['description']} ({whose})")
     if d["queue_s"] > 0:
         t.add_row("  KV-slot wait", fmt_time(d["queue_s"]))
     t.add_row("TPOT", band("tpot_s", d["tpot_s"]))

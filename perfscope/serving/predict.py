@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perfscope.errors import InputError
-from perfscope.serving.engines import EngineParams, EngineTable, get_engine, load_engines
+from perfscope.serving.engines import (
+    Benchmark,
+    EngineParams,
+    EngineTable,
+    get_engine,
+    load_engines,
+)
 from perfscope.serving.fitting import WeightsDoNotFit, fit_step_model, layout_scenario
 from perfscope.serving.simulate import Overloaded, Served, efficiency, serve, serve_rate
 from perfscope.serving.stepmodel import IDEAL, Efficiency, StepModel, roofs
@@ -71,12 +77,18 @@ class Workload:
     """``concurrency`` requests in flight (all replicas; a closed loop, as serving benchmarks
     run), or with ``rate`` requests arriving at random, that many per second over all replicas
     (an open loop: the concurrency is what the rate sustains), each ``isl`` prompt tokens and
-    ``osl`` output tokens."""
+    ``osl`` output tokens. ``num_prompts``: the closed-loop benchmark's run length, all
+    replicas (``vllm bench serve --num-prompts``, ``sglang.bench_serving --num-prompts``): the
+    first ``concurrency`` prompts arrive at once and queue, the rest arrive as earlier ones
+    end, so the mean TTFT moves from the first wave's towards the later ones' as the run
+    grows. None: the convention the engines were calibrated under (engines.toml
+    ``[fit.benchmark]``)."""
 
     isl: int = 1024
     osl: int = 1024
     concurrency: int = 1
     rate: float | None = None  # requests per second (Poisson arrivals), all replicas
+    num_prompts: int | None = None  # requests over the closed-loop run, all replicas
 
     def validate(self, model: ModelSpec | None = None) -> Workload:
         for name, lo in (("isl", 1), ("osl", 2), ("concurrency", 1)):
@@ -90,6 +102,19 @@ class Workload:
                                       not math.isfinite(self.rate) or self.rate <= 0):
             raise InputError(f"--rate {self.rate!r}: must be a number of requests per second "
                              "> 0")
+        if self.num_prompts is not None:
+            v = self.num_prompts
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"--num-prompts {v!r}: must be a whole number >= 1")
+            if self.rate is not None:
+                raise InputError("--num-prompts with --rate: a run length applies to the "
+                                 "closed loop (--concurrency); an open loop's requests each "
+                                 "arrive alone, however many there are")
+            if v < self.concurrency:
+                raise InputError(f"--num-prompts {v} is below --concurrency "
+                                 f"{self.concurrency}: such a run never has that many "
+                                 "requests in flight; lower --concurrency or raise "
+                                 "--num-prompts")
         if model is not None and self.isl + self.osl > model.max_position:
             raise InputError(f"--isl {self.isl} + --osl {self.osl} exceeds the "
                              f"{model.max_position}-token context of {model.name}; shorten "
@@ -213,11 +238,17 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
                                 "stay)"}
     if workload.rate is None:
         c_rep: float = math.ceil(workload.concurrency / layout.dp)
-        s = serve(sm, eng, c_rep, workload.isl, workload.osl, bench=tab.benchmark, eff=eff)
-        arrivals = {"kind": tab.benchmark.kind,
-                    "requests_per_client": tab.benchmark.requests_per_client,
-                    "total_requests": tab.benchmark.total_requests,
-                    "description": tab.benchmark.describe()}
+        bench, source = tab.benchmark, "calibration"
+        if workload.num_prompts is not None:  # each replica serves its share of the run
+            bench = Benchmark("closed_loop", None, workload.num_prompts / layout.dp)
+            source = "num_prompts"
+        s = serve(sm, eng, c_rep, workload.isl, workload.osl, bench=bench, eff=eff)
+        arrivals = {"kind": bench.kind,
+                    "requests_per_client": bench.requests_per_client,
+                    "total_requests": bench.total_requests,
+                    "num_prompts": workload.num_prompts,
+                    "source": source,
+                    "description": _run_text(bench, workload, layout)}
     else:
         try:
             s = serve_rate(sm, eng, workload.rate / layout.dp, workload.isl, workload.osl,
@@ -228,7 +259,7 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
                              f"over {layout.dp} replica(s): {e.why}); lower the rate, or add "
                              "replicas (--dp) or GPUs") from None
         arrivals = {"kind": "open", "requests_per_client": None, "total_requests": None,
-                    "rate_per_s": workload.rate,
+                    "num_prompts": None, "source": "rate", "rate_per_s": workload.rate,
                     "description": f"open loop: {workload.rate:g} requests/s arriving at "
                                    "random (Poisson), each alone"}
     v = {k: float(np.asarray(getattr(s, k))) for k in Served._fields}
@@ -251,6 +282,16 @@ def predict(model: ModelSpec, hw: HardwareSpec, layout: Layout, workload: Worklo
         prefill_ops=op_table(sm, "fill", 1, workload.isl, eff),
         ttft_steady_s=v["ttft_steady_s"], calibration=cal_info, moe_comm=sc.moe_comm,
         benchmark=arrivals, in_flight=v["concurrency"] * layout.dp)
+
+
+def _run_text(bench: Benchmark, workload: Workload, layout: Layout) -> str:
+    """The closed loop's run in the user's terms."""
+    if workload.num_prompts is None:
+        return bench.describe()
+    per = f" ({workload.num_prompts / layout.dp:.3g} per replica)" if layout.dp > 1 else ""
+    return (f"closed loop, {workload.num_prompts} prompts in the run{per}, "
+            f"{workload.num_prompts / workload.concurrency:.3g} per client (first wave at "
+            "once)")
 
 
 def uncertainty(eng: EngineParams, tab: EngineTable, model: ModelSpec, hw: HardwareSpec,
@@ -334,7 +375,8 @@ def to_json(p: Prediction) -> dict[str, Any]:
                    "attn_dp": lay.attn_dp, "moe_comm": p.moe_comm, "gpus": lay.gpus,
                    "gpus_per_replica": lay.gpus_per_replica, "isl": w.isl, "osl": w.osl,
                    "concurrency": w.concurrency if w.rate is None else None,
-                   "request_rate_per_s": w.rate, "in_flight": p.in_flight,
+                   "request_rate_per_s": w.rate, "num_prompts": w.num_prompts,
+                   "in_flight": p.in_flight,
                    "weight_dtype": p.weight_dtype,
                    "act_dtype": p.act_dtype, "kv_dtype": p.kv_dtype, "engine": p.engine.name},
         "ttft_s": p.ttft_s, "tpot_s": p.tpot_s, "e2e_s": p.e2e_s,
